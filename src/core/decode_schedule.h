@@ -1,0 +1,134 @@
+// Split-KV schedule for decoding: which partition ("part") processes which key tiles of which
+// request, and where partial results go. Built by the plan step, read by the run step and the
+// combine. The builder is a __host__ __device__ function so the CPU plan and the GPU plan kernel
+// run the very same code and produce identical schedules.
+//
+// Work is measured in key tiles of kTileTokens tokens; a request of n tiles costs
+// n + kFixedCostTiles (the fixed part models per-request setup: loading Q, writing O, combine).
+// The total cost is cut into num_parts nearly equal, contiguous ranges over the request order.
+// A request cut by part boundaries becomes several "chunks", each written to its own partial
+// slot, merged by the combine step; a request with one chunk is written straight to the output.
+// Every request, even one with 0 tokens, has at least one chunk (whoever owns it writes out = 0
+// and lse = +inf).
+//
+// sched_meta layout (int32), P = num_parts, B = b:
+//   [0, 8)                      header: kMagic, B, P, num_chunks, num_slots, kTileTokens, 0, 0
+//   [8, 8 + P + 1)              part_begin: part p owns chunks [part_begin[p], part_begin[p+1])
+//   then 4 * (B + P)            chunks: {req, tile_begin, tile_end, slot}, slot -1 = direct
+//   then B                      num_splits[r]: chunks of request r
+//   then B                      first_slot[r]: slot of its first chunk (-1 when num_splits == 1)
+//
+// Bounds: chunks <= B + P - 1 (each boundary cuts at most one request); slots <= 2 * (P - 1)
+// (a request cut c times has c + 1 chunks and there are P - 1 boundaries).
+#pragma once
+
+#include <cstdint>
+
+#include "flashmla/fp8.h"  // FLASHMLA_HD
+
+namespace flashmla::sched {
+
+inline constexpr int32_t kMagic = 0x4D4C4131;  // "MLA1"
+inline constexpr int kTileTokens = 64;
+inline constexpr int kFixedCostTiles = 5;
+inline constexpr int kHeaderElems = 8;
+inline constexpr int kChunkElems = 4;
+
+struct Chunk {
+  int32_t req, tile_begin, tile_end, slot;
+};
+
+FLASHMLA_HD int64_t meta_elems(int64_t b, int num_parts) {
+  return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b;
+}
+FLASHMLA_HD int64_t max_slots(int num_parts) { return 2 * static_cast<int64_t>(num_parts); }
+
+// Typed views into a sched_meta buffer.
+struct View {
+  int32_t* base;
+  int64_t b;
+  int num_parts;
+  FLASHMLA_HD int32_t* header() const { return base; }
+  FLASHMLA_HD int32_t* part_begin() const { return base + kHeaderElems; }
+  FLASHMLA_HD Chunk* chunks() const {
+    return reinterpret_cast<Chunk*>(part_begin() + num_parts + 1);
+  }
+  FLASHMLA_HD int32_t* num_splits() const {
+    return reinterpret_cast<int32_t*>(chunks() + (b + num_parts));
+  }
+  FLASHMLA_HD int32_t* first_slot() const { return num_splits() + b; }
+  FLASHMLA_HD int32_t num_chunks() const { return base[3]; }
+  FLASHMLA_HD int32_t num_slots() const { return base[4]; }
+};
+
+FLASHMLA_HD int32_t tiles_of(int32_t tokens) { return (tokens + kTileTokens - 1) / kTileTokens; }
+
+// Builds the schedule. seqlens[r] is clamped to [0, max_len] (the run step clamps the same way,
+// so a bad length can never make a kernel read outside the block table).
+FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t max_len,
+                       View v) {
+  int64_t total = 0;
+  for (int64_t r = 0; r < b; ++r) {
+    int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
+    total += tiles_of(static_cast<int32_t>(len)) + kFixedCostTiles;
+  }
+  const int64_t per_part = (total + num_parts - 1) / num_parts;
+
+  int32_t* part_begin = v.part_begin();
+  Chunk* chunks = v.chunks();
+  int32_t* num_splits = v.num_splits();
+  int32_t* first_slot = v.first_slot();
+
+  int part = 0;
+  int64_t filled = 0;
+  int32_t n_chunks = 0;
+  int32_t n_slots = 0;
+  part_begin[0] = 0;
+  auto close_part = [&]() {
+    ++part;
+    filled = 0;
+    part_begin[part] = n_chunks;
+  };
+
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
+    const int32_t n = tiles_of(static_cast<int32_t>(len));
+    // Do not start a request's fixed cost at the very end of a part.
+    if (n > 0 && filled > 0 && part < num_parts - 1 && per_part - filled - kFixedCostTiles < 1)
+      close_part();
+    const int32_t chunk0 = n_chunks;
+    int32_t t = 0;
+    bool first = true;
+    do {
+      const bool last_part = part == num_parts - 1;
+      int64_t room = last_part ? (int64_t{1} << 40) : per_part - filled;
+      if (first) room -= kFixedCostTiles;
+      int64_t take = room < 1 ? 1 : room;
+      if (take > n - t) take = n - t;
+      chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), t, static_cast<int32_t>(t + take), -1};
+      filled += take + (first ? kFixedCostTiles : 0);
+      t += static_cast<int32_t>(take);
+      first = false;
+      if (!last_part && filled >= per_part && (t < n || r + 1 < b)) close_part();
+    } while (t < n);
+    const int32_t k = n_chunks - chunk0;
+    num_splits[r] = k;
+    first_slot[r] = k > 1 ? n_slots : -1;
+    if (k > 1)
+      for (int32_t c = 0; c < k; ++c) chunks[chunk0 + c].slot = n_slots++;
+  }
+  // Parts left without work own an empty chunk range.
+  while (part < num_parts) close_part();
+
+  int32_t* h = v.header();
+  h[0] = kMagic;
+  h[1] = static_cast<int32_t>(b);
+  h[2] = num_parts;
+  h[3] = n_chunks;
+  h[4] = n_slots;
+  h[5] = kTileTokens;
+  h[6] = 0;
+  h[7] = 0;
+}
+
+}  // namespace flashmla::sched

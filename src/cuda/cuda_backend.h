@@ -1,0 +1,21 @@
+// CUDA backend entry points (compiled only when the build has CUDA). Each kernel family lives in
+// its own folder under src/cuda/ and exposes its launcher here; dispatch.cpp calls these after
+// validation. Operations without a kernel are simply absent, and dispatch reports them.
+#pragma once
+
+#include <string>
+
+#include "core/problem.h"
+#include "flashmla/params.h"
+
+namespace flashmla::cuda {
+
+// Number of SMs etc. of the device a pointer lives on (cached per device).
+int device_sm_count(int device_index);
+std::string describe_devices();
+
+// FP8 KV codecs (src/cuda/kv_codec/).
+void kv_quantize(const KVQuantizeParams& p, const KVCodecProblem& pb, Stream stream);
+void kv_dequantize(const KVDequantizeParams& p, const KVCodecProblem& pb, Stream stream);
+
+}  // namespace flashmla::cuda
