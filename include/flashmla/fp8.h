@@ -91,7 +91,18 @@ FLASHMLA_HD float e4m3_to_float(uint8_t v) {
   return bits_float(sign | ((exp + 120u) << 23) | (mant << 20));
 }
 
+// Ordering key for a tile's amax: the float32 bits of |x| compared as integers order finite
+// values and inf as floats do and put NaN above everything, so a NaN in a tile propagates to its
+// amax (as torch.amax does). Both backends reduce a tile with max() over these keys and pass
+// bits_float(max key) to scale_exponent_for_amax.
+FLASHMLA_HD uint32_t abs_key(float x) { return float_bits(x) & 0x7FFFFFFFu; }
+
+// Largest exponent whose reciprocal exp2_int(-e) is still a normal float32.
+inline constexpr int kMaxScaleExponent = 126;
+
 // Exponent e of the tile scale 2^e for a tile whose largest |x| is amax (see file header).
+// Non-finite tiles are garbage whatever we do; they get defined bytes: a NaN amax gives the
+// floor scale (NaN values encode as 0x7F), an infinite amax the largest scale.
 FLASHMLA_HD int scale_exponent_for_amax(float amax) {
 #if defined(__CUDA_ARCH__)
   float s = __fdiv_rn(amax, kE4M3Max);
@@ -100,9 +111,10 @@ FLASHMLA_HD int scale_exponent_for_amax(float amax) {
 #endif
   if (!(s >= kScaleFloor)) s = kScaleFloor;  // also maps NaN amax to the floor
   const uint32_t bits = float_bits(s);
-  if (bits >= 0x7F800000u) return 127 - kUE8M0Bias + 1;  // inf: largest representable exponent
-  const int exp = static_cast<int>(bits >> 23) - 127;     // s is normal (>= 1e-4)
-  return (bits & 0x7FFFFFu) ? exp + 1 : exp;
+  if (bits >= 0x7F800000u) return kMaxScaleExponent;  // inf
+  const int exp = static_cast<int>(bits >> 23) - 127;  // s is normal (>= 1e-4)
+  const int e = (bits & 0x7FFFFFu) ? exp + 1 : exp;
+  return e > kMaxScaleExponent ? kMaxScaleExponent : e;
 }
 
 FLASHMLA_HD float exp2_int(int e) {  // 2^e for -126 <= e <= 127, exact

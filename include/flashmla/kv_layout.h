@@ -4,12 +4,14 @@
 //   [0, 512)    512 e4m3 NoPE values
 //   [512, 528)  4 float32 scales, scale t covers NoPE elements [128t, 128t + 128)
 //   [528, 656)  64 bf16 RoPE values
-//   The block stride (bytes between page blocks) may exceed page_block_size * 656.
+//   The block stride (bytes between page blocks) may exceed page_block_size * 656; it must be a
+//   multiple of 16 bytes (FlashMLA's allocations are), so GPU kernels can use 16-byte accesses.
 //
 // MODEL1 ("kModel1"), d_qk = 512 (448 NoPE + 64 RoPE), per page block:
 //   [0, pbs * 576)              per token: 448 e4m3 NoPE values, then 64 bf16 RoPE values
 //   [pbs * 576, pbs * 584)      per token: 7 UE8M0 scale bytes (one per 64 NoPE values) + 1 pad
-//   block padded to a multiple of 576 bytes.
+//   block padded to a multiple of 576 bytes (any block stride >= pbs * 584 that is a multiple of
+//   16 bytes is accepted).
 //   The tensor handed over is FlashMLA's nominal view [num_blocks, pbs, 1, 584] (strides
 //   [block_stride, 584, 584, 1]); only its data pointer, num_blocks, pbs and block stride matter.
 #pragma once

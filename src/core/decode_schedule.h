@@ -61,7 +61,9 @@ struct View {
   FLASHMLA_HD int32_t num_slots() const { return base[4]; }
 };
 
-FLASHMLA_HD int32_t tiles_of(int32_t tokens) { return (tokens + kTileTokens - 1) / kTileTokens; }
+FLASHMLA_HD int32_t tiles_of(int64_t tokens) {
+  return static_cast<int32_t>((tokens + kTileTokens - 1) / kTileTokens);
+}
 
 // Builds the schedule. seqlens[r] is clamped to [0, max_len] (the run step clamps the same way,
 // so a bad length can never make a kernel read outside the block table).
@@ -70,7 +72,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   int64_t total = 0;
   for (int64_t r = 0; r < b; ++r) {
     int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-    total += tiles_of(static_cast<int32_t>(len)) + kFixedCostTiles;
+    total += tiles_of(len) + kFixedCostTiles;
   }
   const int64_t per_part = (total + num_parts - 1) / num_parts;
 
@@ -92,7 +94,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
 
   for (int64_t r = 0; r < b; ++r) {
     const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-    const int32_t n = tiles_of(static_cast<int32_t>(len));
+    const int32_t n = tiles_of(len);
     // Do not start a request's fixed cost at the very end of a part.
     if (n > 0 && filled > 0 && part < num_parts - 1 && per_part - filled - kFixedCostTiles < 1)
       close_part();

@@ -80,16 +80,26 @@ DecodePlan dense_decode_plan_info(int64_t b, int s_q, int h_q, int h_kv, int hea
   return plan;
 }
 
-void dense_decode_plan(const DensePlanParams& params, Stream) {
+void dense_decode_plan(const DensePlanParams& params, Stream stream) {
   validate_dense_plan(params);
   if (params.cache_seqlens.device.is_cpu()) return cpu::dense_decode_plan(params, INT32_MAX);
-  no_cuda_kernel("dense_decode_plan", params.cache_seqlens.device);
+#if FLASHMLA_WITH_CUDA
+  cuda::dense_decode_plan(params, stream);
+#else
+  (void)stream;
+  no_cuda_build("dense_decode_plan", params.cache_seqlens.device);
+#endif
 }
 
-void dense_decode(const DenseDecodeParams& params, Stream) {
+void dense_decode(const DenseDecodeParams& params, Stream stream) {
   const DenseDecodeProblem pb = validate_dense_decode(params);
   if (params.q.device.is_cpu()) return cpu::dense_decode(params, pb);
-  no_cuda_kernel("dense_decode", params.q.device);
+#if FLASHMLA_WITH_CUDA
+  cuda::dense_decode(params, pb, stream);
+#else
+  (void)stream;
+  no_cuda_build("dense_decode", params.q.device);
+#endif
 }
 
 // ---- sparse ----
@@ -150,7 +160,7 @@ std::string describe_backends() {
        " threads; dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, mha_varlen_fwd, "
        "kv_quantize, kv_dequantize\n";
 #if FLASHMLA_WITH_CUDA
-  s += "  cuda (sm_90a kernels): kv_quantize, kv_dequantize\n";
+  s += "  cuda (sm_90a kernels): dense_decode, kv_quantize, kv_dequantize\n";
   s += "  cuda devices: " + cuda::describe_devices() + "\n";
 #else
   s += "  cuda: not built (no nvcc at build time)\n";
