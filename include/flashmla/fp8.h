@@ -56,12 +56,13 @@ FLASHMLA_HD uint32_t shift_right_rne(uint32_t x, int shift) {
   return q + ((rem > half || (rem == half && (q & 1u))) ? 1u : 0u);
 }
 
-// float32 -> e4m3, round to nearest even, saturating to +-448; NaN -> 0x7F (sign kept).
+// float32 -> e4m3, round to nearest even, saturating to +-448; every NaN -> 0x7F. (NaN signs and
+// payloads are not preserved by GPU arithmetic, so both backends emit one canonical NaN.)
 FLASHMLA_HD uint8_t float_to_e4m3(float f) {
   const uint32_t bits = float_bits(f);
   const uint32_t sign = (bits >> 24) & 0x80u;
   const uint32_t abs = bits & 0x7FFFFFFFu;
-  if (abs > 0x7F800000u) return static_cast<uint8_t>(sign | 0x7Fu);  // NaN
+  if (abs > 0x7F800000u) return 0x7Fu;  // NaN
   if (abs >= 0x43E00000u) return static_cast<uint8_t>(sign | 0x7Eu);  // >= 448 (and inf)
   const int exp = static_cast<int>(abs >> 23) - 127;
   uint32_t code;
@@ -129,12 +130,13 @@ FLASHMLA_HD float ue8m0_to_float(uint8_t v) {
   return bits_float(static_cast<uint32_t>(v) << 23);
 }
 
-// bf16 <-> float32. bf16 is the top half of a float32; rounding is to nearest even, NaN kept.
+// bf16 <-> float32. bf16 is the top half of a float32; rounding is to nearest even; every NaN
+// becomes the canonical 0x7FC0 (see float_to_e4m3).
 FLASHMLA_HD float bf16_to_float(uint16_t v) { return bits_float(static_cast<uint32_t>(v) << 16); }
 
 FLASHMLA_HD uint16_t float_to_bf16(float f) {
   const uint32_t bits = float_bits(f);
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return 0x7FC0u;
   const uint32_t rounded = bits + 0x7FFFu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>(rounded >> 16);
 }

@@ -2,6 +2,7 @@
 // Tokens are independent, so both directions are one parallel loop over (block, offset); the
 // per-token work is fp8_cache.h's, shared with the sparse decode kernel.
 #include <cstdint>
+#include <cstring>
 
 #include "cpu/cpu_backend.h"
 #include "cpu/fp8_cache.h"
@@ -41,7 +42,14 @@ void kv_dequantize(const KVDequantizeParams& p, const KVCodecProblem& pb) {
     decode_token(pb.layout, quant + block * pb.quant_block_stride_bytes, pbs, offset, row);
     // e4m3 * 2^e has 4 significant bits, so the bf16 conversion is exact.
     uint16_t* dst = bf16_token(p.k_cache, block, offset);
-    for (int k = 0; k < dim; ++k) dst[k] = fp8::float_to_bf16(row[k]);
+    const int nope = dim - v32::kDimRope;
+    for (int k = 0; k < nope; ++k) dst[k] = fp8::float_to_bf16(row[k]);
+    // RoPE is stored as bf16: copy its bits (a float round trip would quiet signalling NaNs).
+    const uint8_t* blk = quant + block * pb.quant_block_stride_bytes;
+    const uint8_t* rope = pb.layout == KVCacheLayout::kV32
+                              ? blk + offset * v32::kBytesPerToken + v32::kRopeOffset
+                              : blk + model1::token_data_offset(offset) + model1::kDimNope;
+    std::memcpy(dst + nope, rope, v32::kDimRope * sizeof(uint16_t));
   }
 }
 
