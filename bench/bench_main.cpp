@@ -17,6 +17,7 @@
 #include "flashmla/fp8.h"
 
 #if FLASHMLA_WITH_CUDA
+#include "cuda/bench_dense_decode.h"
 #include "cuda/bench_kv_codec.h"
 #endif
 
@@ -161,6 +162,8 @@ int main(int argc, char** argv) {
     }
     const int rc = bench_kv_codec(static_cast<int>(args.size()), args.data());
     if (rc != 0) return rc;
+    const int rc_dense = bench_dense_decode(static_cast<int>(args.size()), args.data());
+    if (rc_dense != 0) return rc_dense;
   }
 #else
   (void)gpu;

@@ -18,4 +18,8 @@ std::string describe_devices();
 void kv_quantize(const KVQuantizeParams& p, const KVCodecProblem& pb, Stream stream);
 void kv_dequantize(const KVDequantizeParams& p, const KVCodecProblem& pb, Stream stream);
 
+// Dense decode (src/cuda/dense_decode/): the plan kernel and the split-KV main + combine kernels.
+void dense_decode_plan(const DensePlanParams& p, Stream stream);
+void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stream stream);
+
 }  // namespace flashmla::cuda

@@ -1,0 +1,182 @@
+// GPU dense decode benchmark: see bench_dense_decode.h.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bench_dense_decode.h"
+#include "cuda/common/cuda_check.h"
+#include "flashmla/flashmla.h"
+
+using namespace flashmla;
+
+namespace {
+
+constexpr double kCeilTflops = 740.0;  // anchors.md: bf16 matmul 8192^3, 742-780
+constexpr double kCeilGbps = 3000.0;   // anchors.md: device copy, read + written
+constexpr int64_t kFlushBytes = 256ll << 20;
+
+struct Case {
+  const char* name;
+  int64_t b;
+  int s_q, h_q, s_k;
+  double flashmla_kernel_us, flashmla_ev_us;  // anchors.md
+};
+
+const Case kCases[] = {
+    {"D1", 128, 1, 128, 4096, 258.0, 262.5},   {"D2", 128, 1, 128, 8192, 512.1, 532.2},
+    {"D3", 128, 1, 128, 32768, 1884.8, 1962.8}, {"D4", 128, 2, 128, 8192, 826.2, 940.2},
+    {"D5", 128, 1, 16, 8192, 439.9, 440.6},    {"D6", 64, 1, 8, 16384, 441.8, 442.8},
+    {"L1", 1, 1, 128, 1024, 19.6, 21.2},       {"L2", 8, 1, 16, 1024, 17.0, 18.6},
+    {"L3", 32, 2, 64, 2048, 54.2, 54.2},
+};
+
+struct Buf {
+  void* p = nullptr;
+  explicit Buf(int64_t bytes) { FLASHMLA_CUDA_CHECK(cudaMalloc(&p, bytes > 0 ? bytes : 1)); }
+  ~Buf() { cudaFree(p); }
+  Buf(const Buf&) = delete;
+  Buf& operator=(const Buf&) = delete;
+};
+
+// randn/10 clamped to [-1, 1] as bf16, from a counter hash (Box-Muller); never zeros.
+__global__ void fill_activations(uint16_t* x, int64_t n, uint64_t seed) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    uint64_t z = seed + 0x9E3779B97F4A7C15ull * (i + 1);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    const float u1 = (static_cast<float>(z >> 40) + 1.0f) * 0x1.0p-24f;
+    const float u2 = static_cast<float>((z >> 16) & 0xFFFFFF) * 0x1.0p-24f;
+    const float g = sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+    const float v = fminf(fmaxf(g / 10.0f, -1.0f), 1.0f);
+    x[i] = static_cast<uint16_t>(__float_as_uint(v) >> 16);  // truncation to bf16 is fine here
+  }
+}
+
+struct Result {
+  double us, tflops, gbps;
+};
+
+Result run_case(const Case& c, int runs) {
+  const int d_qk = 576, d_v = 512, page = 64;
+  const Device gpu = cuda_device(0);
+  const int64_t blocks_per_seq = (c.s_k + page - 1) / page;
+  const int64_t num_blocks = c.b * blocks_per_seq;
+  Buf q(c.b * c.s_q * c.h_q * d_qk * 2), k(num_blocks * page * d_qk * 2), table(num_blocks * 4),
+      lens(c.b * 4), out(c.b * c.s_q * c.h_q * d_v * 2), lse(c.b * c.h_q * c.s_q * 4),
+      flush(kFlushBytes);
+  fill_activations<<<1024, 256>>>(static_cast<uint16_t*>(q.p), c.b * c.s_q * c.h_q * d_qk, 1);
+  fill_activations<<<4096, 256>>>(static_cast<uint16_t*>(k.p), num_blocks * page * d_qk, 2);
+  FLASHMLA_CUDA_CHECK_LAUNCH("fill_activations");
+  std::vector<int32_t> perm(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::mt19937_64 rng(7);
+  std::shuffle(perm.begin(), perm.end(), rng);
+  FLASHMLA_CUDA_CHECK(cudaMemcpy(table.p, perm.data(), num_blocks * 4, cudaMemcpyHostToDevice));
+  const std::vector<int32_t> host_lens(c.b, c.s_k);
+  FLASHMLA_CUDA_CHECK(cudaMemcpy(lens.p, host_lens.data(), c.b * 4, cudaMemcpyHostToDevice));
+
+  const DecodePlan plan = dense_decode_plan_info(c.b, c.s_q, c.h_q, 1, d_v, false, gpu);
+  Buf sched(plan.sched_meta_elems * 4), ws(plan.workspace_bytes);
+  DensePlanParams pp{plan, TensorView::contiguous(lens.p, DType::kInt32, gpu, {c.b}),
+                     TensorView::contiguous(sched.p, DType::kInt32, gpu,
+                                            {plan.sched_meta_elems})};
+  dense_decode_plan(pp);
+  DenseDecodeParams p;
+  p.q = TensorView::contiguous(q.p, DType::kBFloat16, gpu, {c.b, c.s_q, c.h_q, d_qk});
+  p.k_cache = TensorView::contiguous(k.p, DType::kBFloat16, gpu, {num_blocks, page, 1, d_qk});
+  p.block_table = TensorView::contiguous(table.p, DType::kInt32, gpu, {c.b, blocks_per_seq});
+  p.cache_seqlens = pp.cache_seqlens;
+  p.plan = plan;
+  p.sched_meta = pp.sched_meta;
+  p.workspace = TensorView::contiguous(ws.p, DType::kUInt8, gpu, {plan.workspace_bytes});
+  p.out = TensorView::contiguous(out.p, DType::kBFloat16, gpu, {c.b, c.s_q, c.h_q, d_v});
+  p.lse = TensorView::contiguous(lse.p, DType::kFloat32, gpu, {c.b, c.h_q, c.s_q});
+
+  cudaEvent_t e0, e1;
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
+  dense_decode(p);  // warm-up
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush.p, i & 0xFF, kFlushBytes, nullptr));
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+    dense_decode(p);
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms * 1e3);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(t.begin(), t.end());
+  const double us = t[t.size() / 2];
+  const double flop = 2.0 * c.h_q * c.s_q * double(c.s_k) * (d_qk + d_v) * c.b;
+  const double bytes = double(c.b) * (c.s_q * c.h_q * (d_qk + d_v) * 2.0 + c.s_k * d_qk * 2.0);
+  return {us, flop / us * 1e-6, bytes / us * 1e-3};
+}
+
+}  // namespace
+
+int bench_dense_decode(int argc, char** argv) {
+  int runs = 50;
+  std::string csv, only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--runs" && i + 1 < argc) runs = std::max(30, std::atoi(argv[++i]));
+    else if (a == "--csv" && i + 1 < argc) csv = argv[++i];
+    else if (a == "--case" && i + 1 < argc) only = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_dense_decode [--runs R] [--case NAME] [--csv FILE]\n");
+      return 2;
+    }
+  }
+  // FLASHMLA_BENCH_CASES=D1,D5 selects cases when called through flashmla_bench.
+  std::string pick = only;
+  if (const char* env = std::getenv("FLASHMLA_BENCH_CASES"); pick.empty() && env) pick = env;
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    cudaGetLastError();
+    std::printf("bench_dense_decode: skipped, no CUDA device\n");
+    return 0;
+  }
+  try {
+    cudaDeviceProp prop{};
+    FLASHMLA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    std::printf("GPU dense decode on %s (%d SMs): bf16, h_kv 1, d_qk 576, page 64, fixed lengths; "
+                "ev-flushed median of %d (256 MB memset before each call); main + combine\n",
+                prop.name, prop.multiProcessorCount, runs);
+    std::printf("%-4s %-34s %9s %8s %6s %8s %6s %10s %10s\n", "case", "shape", "us", "TFLOPS",
+                "/740", "GB/s", "/3000", "vs FM krn", "vs FM ev");
+    FILE* f = csv.empty() ? nullptr : std::fopen(csv.c_str(), "a");
+    for (const Case& c : kCases) {
+      if (!pick.empty() && ("," + pick + ",").find("," + std::string(c.name) + ",") == std::string::npos)
+        continue;
+      const Result r = run_case(c, runs);
+      char shape[96];
+      std::snprintf(shape, sizeof shape, "b=%lld s_q=%d h_q=%d s_k=%d", (long long)c.b, c.s_q,
+                    c.h_q, c.s_k);
+      // Ratio > 1 = slower than FlashMLA.
+      std::printf("%-4s %-34s %9.1f %8.1f %5.0f%% %8.0f %5.0f%% %9.2fx %9.2fx\n", c.name, shape,
+                  r.us, r.tflops, 100 * r.tflops / kCeilTflops, r.gbps, 100 * r.gbps / kCeilGbps,
+                  r.us / c.flashmla_kernel_us, r.us / c.flashmla_ev_us);
+      if (f)
+        std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f\n", c.name, shape, r.us,
+                     r.tflops, r.gbps, r.us / c.flashmla_kernel_us);
+    }
+    if (f) std::fclose(f);
+    return 0;
+  } catch (const flashmla::Error& e) {
+    std::fprintf(stderr, "bench_dense_decode: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,43 @@
+// Named constants of the sm_90a dense decode kernels (tile sizes, thread roles, barrier ids).
+// docs/dense-decode-design.md explains the choices.
+#pragma once
+
+#include "core/decode_schedule.h"
+
+namespace flashmla::cuda::mla_decode {
+
+// A CTA owns one (part, kv head, q-row tile). Rows of a kv head are its s_q * (h_q / h_kv)
+// queries, row = i * group + local head (s_q folded into M, as FlashMLA does).
+inline constexpr int kRowsPerTile = 64;                       // wgmma M
+inline constexpr int kTokensPerTile = sched::kTileTokens;     // keys per KV tile (= 64)
+inline constexpr int kDimV = 512;                             // d_v, the first 512 dims of K
+inline constexpr int kAtomDims = 64;                          // 128-byte swizzle atom: 64 x 16-bit
+inline constexpr int kAtomBytes = kRowsPerTile * 128;         // one 64-row x 64-dim atom column
+inline constexpr int kChunkElems = 8;                         // 16-byte copy = 8 x 16-bit
+inline constexpr int kChunksPerAtomRow = 128 / 16;
+
+// Two consumer warpgroups. Each computes half of S's key columns (64 x 32) and owns half of
+// O's columns (64 x 256 fp32 = 128 registers per thread).
+inline constexpr int kWarpgroups = 2;
+inline constexpr int kThreads = kWarpgroups * 128;
+inline constexpr int kTokensPerWarpgroup = kTokensPerTile / kWarpgroups;  // 32 = wgmma N of S
+inline constexpr int kDimVPerWarpgroup = kDimV / kWarpgroups;             // 256 = wgmma N of PV
+inline constexpr int kKvStages = 2;
+
+// Named barriers (0 is __syncthreads).
+inline constexpr int kBarRowMax = 1;   // both warpgroups published their row maxima
+inline constexpr int kBarP = 2;        // both halves of P are in shared memory
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+// Combine: one warp per (request, query, head) row; each lane owns kDimV / 32 columns.
+inline constexpr int kCombineWarpsPerBlock = 8;
+// Plan: threads that gather cache_seqlens into shared memory before one thread builds.
+inline constexpr int kPlanThreads = 256;
+inline constexpr int kPlanMaxBatch = 48 * 1024;  // int32 lengths in <= 192 KB of shared memory
+
+static_assert(kTokensPerTile == 64, "the P tile is one 128-byte swizzle atom wide");
+static_assert(kDimV % (kWarpgroups * kAtomDims) == 0, "V halves must be whole atom columns");
+
+}  // namespace flashmla::cuda::mla_decode

@@ -1,0 +1,7 @@
+// One variant per translation unit: dense decode main kernel, fp16, d_qk = 512.
+#include "cuda/dense_decode/kernel.cuh"
+
+namespace flashmla::cuda::mla_decode {
+template void launch_main<__half, 512>(const MainParams& p, const CUtensorMap& tmap,
+                                            cudaStream_t stream);
+}  // namespace flashmla::cuda::mla_decode

@@ -1,0 +1,514 @@
+// sm_90a dense MLA decode, split-KV main kernels (SPEC.md §2). Included only by
+// instantiations/*.cu. This file: the loaders (TMA tiles, cp.async gathers, Q), the epilogue, the
+// lockstep kernel and the launcher; kernel_seesaw.cuh: the kernel of the TMA path.
+//
+// Grid (num_parts, h_kv, q_tiles); 256 threads = two consumer warpgroups. A CTA walks the chunks
+// of its part (decode_schedule.h); for each chunk it loads its 64-row Q tile, then streams the
+// chunk's 64-token KV tiles through two shared-memory stages (TMA boxes when the page size is a
+// multiple of 64, else 16-byte cp.async gathers through the block table; rows past the request's
+// end are zeroed either way):
+//   S_w   = Q K[32w, 32w+32)^T          wgmma m64n32k16 x (d_qk / 16), warpgroup w
+//   row max over both halves (shared memory), online softmax in the log2 domain
+//   P     -> shared memory (16-bit, 128-byte swizzle), both halves
+//   O_w  += P V[:, 256w, 256w+256)      wgmma m64n256k16 x 4, V = the K tile's first 512 dims
+// and finally writes out/lse (request not split) or float32 partials (split request, merged by
+// the combine kernel). main_kernel runs these steps in lockstep in both warpgroups (it serves the
+// cp.async path, and the TMA path under FLASHMLA_DENSE_DECODE_LOCKSTEP=1); seesaw_kernel overlaps
+// them. docs/dense-decode-design.md has the derivations.
+#pragma once
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "core/decode_schedule.h"
+#include "cuda/common/cuda_check.h"
+#include "cuda/common/sm90_ptx.cuh"
+#include "cuda/common/wgmma_ops.cuh"
+#include "cuda/dense_decode/config.h"
+#include "cuda/dense_decode/kernel.h"
+#include "cuda/dense_decode/traits.h"
+
+namespace flashmla::cuda::mla_decode {
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    const __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  } else {
+    const __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<const uint32_t*>(&v);
+  }
+}
+
+// 2^x on the SFU (ex2.approx: relative error ~2^-22, 2^-inf = +0).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
+  return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
+}
+
+// Issues the 16-byte copies of one 64-token KV tile of request `req`, kv head `kvh`, tokens
+// [tok0, tok0 + 64) into a swizzled stage; tokens >= len are zero-filled (nothing is read).
+template <int kDqk>
+__device__ __forceinline__ void load_kv_tile(const MainParams& p, const uint8_t* k_base,
+                                             const int32_t* table, int64_t tok0, int64_t len,
+                                             uint32_t stage_addr) {
+  constexpr int kChunksPerToken = kDqk / kChunkElems;
+  constexpr int kChunks = kTokensPerTile * kChunksPerToken;
+  static_assert(kChunks % kThreads == 0, "every thread issues the same number of copies");
+  const int page = p.page_block_size;
+  // Fast path: the whole tile lies in one page (page sizes that are multiples of 64).
+  const bool one_page = (tok0 / page) == ((tok0 + kTokensPerTile - 1) / page);
+  int64_t page_row0 = 0;
+  if (one_page && tok0 < len) {
+    int64_t blk = table[(tok0 / page) * p.bt_stride[1]];
+    blk = blk < 0 ? 0 : (blk >= p.num_blocks ? p.num_blocks - 1 : blk);
+    page_row0 = blk * p.k_stride[0] + (tok0 % page) * p.k_stride[1];
+  }
+#pragma unroll 2
+  for (int it = 0; it < kChunks / kThreads; ++it) {
+    const int idx = static_cast<int>(threadIdx.x) + it * kThreads;
+    const int token = idx / kChunksPerToken;
+    const int chunk = idx % kChunksPerToken;
+    const int64_t t = tok0 + token;
+    const uint8_t* src = k_base;
+    int bytes = 0;
+    if (t < len) {
+      int64_t row;
+      if (one_page) {
+        row = page_row0 + token * p.k_stride[1];
+      } else {
+        int64_t blk = table[(t / page) * p.bt_stride[1]];
+        blk = blk < 0 ? 0 : (blk >= p.num_blocks ? p.num_blocks - 1 : blk);
+        row = blk * p.k_stride[0] + (t % page) * p.k_stride[1];
+      }
+      src = k_base + (row + chunk * kChunkElems) * 2;
+      bytes = 16;
+    }
+    const uint32_t dst = stage_addr + (chunk / kChunksPerAtomRow) * kAtomBytes +
+                         sm90::swizzle128_offset(token, chunk % kChunksPerAtomRow);
+    sm90::cp_async_16(dst, src, bytes);
+  }
+}
+
+// TMA path (page sizes that are multiples of 64): one thread issues one 64-token x 64-dim box per
+// atom column, all completing on the stage's mbarrier. (One barrier per atom, to start Q K^T on
+// the first atom that lands, measured slower: docs/perf-journal.md, v3.) The box copies whole page
+// rows, so tokens past the request's end arrive as whatever the cache holds there; zero_tail()
+// clears them.
+template <int kDqk>
+__device__ __forceinline__ void tma_kv_tile(const MainParams& p, const void* tmap,
+                                            const int32_t* table, int kvh, int64_t tok0,
+                                            uint32_t stage_addr, uint32_t full_bar,
+                                            uint64_t policy) {
+  constexpr int kQAtoms = kDqk / kAtomDims;
+  const int page = p.page_block_size;
+  int64_t blk = table[(tok0 / page) * p.bt_stride[1]];
+  blk = blk < 0 ? 0 : (blk >= p.num_blocks ? p.num_blocks - 1 : blk);
+  sm90::mbarrier_arrive_expect_tx(full_bar, kQAtoms * kAtomBytes);
+#pragma unroll
+  for (int a = 0; a < kQAtoms; ++a) {
+    sm90::tma_load_4d(stage_addr + a * kAtomBytes, tmap, full_bar, a * kAtomDims,
+                      static_cast<int>(tok0 % page), kvh, static_cast<int>(blk), policy);
+  }
+}
+
+// Zeroes the rows [first_row, 64) of a landed stage (the tokens past the request's end), so that
+// P V never multiplies garbage (0 * NaN = NaN).
+template <int kDqk>
+__device__ __forceinline__ void zero_tail(uint8_t* stage, int first_row) {
+  constexpr int kQAtoms = kDqk / kAtomDims;
+  const int rows = kTokensPerTile - first_row;
+  const int total = rows * kQAtoms * kChunksPerAtomRow;  // 16-byte chunks
+  for (int idx = threadIdx.x; idx < total; idx += kThreads) {
+    const int a = idx / (rows * kChunksPerAtomRow);
+    const int rem = idx % (rows * kChunksPerAtomRow);
+    const int row = first_row + rem / kChunksPerAtomRow;
+    *reinterpret_cast<uint4*>(stage + a * kAtomBytes + row * 128 +
+                              (rem % kChunksPerAtomRow) * 16) = make_uint4(0, 0, 0, 0);
+  }
+}
+
+// Issues the copies of the 64-row Q tile; rows past `valid_rows` are zero-filled.
+template <int kDqk>
+__device__ __forceinline__ void load_q_tile(const MainParams& p, int64_t req, int kvh,
+                                            int row_base, int valid_rows, uint32_t q_addr) {
+  constexpr int kChunksPerRow = kDqk / kChunkElems;
+  constexpr int kChunks = kRowsPerTile * kChunksPerRow;
+  static_assert(kChunks % kThreads == 0, "every thread issues the same number of copies");
+  const uint8_t* q = static_cast<const uint8_t*>(p.q);
+#pragma unroll 2
+  for (int it = 0; it < kChunks / kThreads; ++it) {
+    const int idx = static_cast<int>(threadIdx.x) + it * kThreads;
+    const int row = idx / kChunksPerRow;
+    const int chunk = idx % kChunksPerRow;
+    const uint8_t* src = q;
+    int bytes = 0;
+    if (row < valid_rows) {
+      const int r = row_base + row;
+      const int i = r / p.group;
+      const int h = kvh * p.group + r % p.group;
+      src = q + (req * p.q_stride[0] + i * p.q_stride[1] + h * p.q_stride[2] +
+                 chunk * kChunkElems) * 2;
+      bytes = 16;
+    }
+    const uint32_t dst = q_addr + (chunk / kChunksPerAtomRow) * kAtomBytes +
+                         sm90::swizzle128_offset(row, chunk % kChunksPerAtomRow);
+    sm90::cp_async_16(dst, src, bytes);
+  }
+}
+
+// Epilogue of a chunk: O / l and lse, straight to out/lse (request not split) or to the chunk's
+// float32 partial slot. Rows with nothing attended get out 0 and lse +inf (partials: -inf).
+template <typename T>
+__device__ __forceinline__ void write_output(const MainParams& p, const float (&o)[128],
+                                             const float (&m)[2], const float* row_sum_smem,
+                                             const int (&my_row)[2], int valid_rows, int row_base,
+                                             int kvh, int wg, int quad_col, int64_t req,
+                                             int slot) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int row = my_row[h];
+    if (row >= valid_rows) continue;
+    const float sum = row_sum_smem[row] + row_sum_smem[kRowsPerTile + row];
+    const bool empty = !(sum > 0.0f);
+    const float inv = empty ? 0.0f : 1.0f / sum;
+    const float lse_nat = (m[h] + __log2f(sum)) * kLn2;
+    const int r = row_base + row;
+    const int i = r / p.group;
+    const int head = kvh * p.group + r % p.group;
+    const int col0 = wg * kDimVPerWarpgroup + 2 * quad_col;
+    if (slot < 0) {
+      T* out = static_cast<T*>(p.out) + req * p.out_stride[0] + i * p.out_stride[1] +
+               head * p.out_stride[2];
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<uint32_t*>(out + col0 + 8 * j) =
+            pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+      if (wg == 0 && quad_col == 0)
+        p.lse[req * p.lse_stride[0] + head * p.lse_stride[1] + i * p.lse_stride[2]] =
+            empty ? INFINITY : lse_nat;
+    } else {
+      const int64_t prow = (int64_t{slot} * p.s_q + i) * p.h_q + head;
+      float* out = p.o_partial + prow * kDimV;
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<float2*>(out + col0 + 8 * j) =
+            make_float2(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+      if (wg == 0 && quad_col == 0) p.lse_partial[prow] = empty ? -INFINITY : lse_nat;
+    }
+  }
+}
+
+template <typename T, int kDqk>
+__global__ void __launch_bounds__(kThreads, 1)
+    main_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Plan = SmemPlan<kDqk>;
+  constexpr int kQAtoms = Plan::kQAtoms;
+  constexpr int kVAtomsPerWg = kDimVPerWarpgroup / kAtomDims;  // 4
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  float* row_max_smem = reinterpret_cast<float*>(smem + Plan::kRowMax);  // [2][64]
+  float* row_sum_smem = reinterpret_cast<float*>(smem + Plan::kRowSum);  // [2][64]
+  const uint32_t q_addr = sm90::smem_addr(smem + Plan::kQ);
+  const uint32_t k_addr = sm90::smem_addr(smem + Plan::kK);
+  const uint32_t p_addr = sm90::smem_addr(smem + Plan::kP);
+  uint8_t* p_smem = smem + Plan::kP;
+
+  const int tid = threadIdx.x;
+  const int wg = tid / 128;                 // warpgroup: key half of S, column half of O
+  const int warp = (tid / 32) % 4;          // warp in warpgroup: rows [16 warp, 16 warp + 16)
+  const int lane = tid % 32;
+  const int quad_row = lane / 4;            // accumulator layout: rows g and g + 8,
+  const int quad_col = lane % 4;            //   columns 8 j + 2 t + {0, 1}
+  const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
+
+  sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
+  const int part = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int row_base = blockIdx.z * kRowsPerTile;
+  const int valid_rows = min(kRowsPerTile, p.rows - row_base);
+
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  const int c_begin = view.part_begin()[part];
+  const int c_end = view.part_begin()[part + 1];
+  const uint8_t* k_base = static_cast<const uint8_t*>(p.k_cache) + kvh * p.k_stride[2] * 2;
+
+  // Descriptors (K-major Q / K / P, MN-major V); per-step offsets are added below.
+  const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
+  const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
+
+  // TMA path barriers. full[stage]: armed by thread 0 with the tile's bytes, completed by the
+  // copy engine. empty[stage]: one arrival per warpgroup once its P V of the stage is done;
+  // thread 0 waits on it before refilling the stage.
+  const uint32_t full_bar = sm90::smem_addr(smem + Plan::kBars);
+  const uint32_t empty_bar = full_bar + 8 * kKvStages;
+  const bool use_tma = p.use_tma != 0;
+  const uint64_t policy = sm90::l2_policy_evict_first();
+  if (use_tma && tid == 0) {
+    for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(full_bar + 8 * st, 1);
+    for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(empty_bar + 8 * st, kWarpgroups);
+    sm90::fence_mbarrier_init();
+  }
+  uint32_t full_phase = 0;   // bit s: parity of the next completion of stage s's full barrier
+  uint32_t empty_phase = 3;  // bit s (thread 0): parity to wait for before refilling stage s;
+                             //   starts at 1 = "previous phase complete" for a fresh barrier
+  int stage_of_tile0 = 0;    // stages continue across chunks so barrier phases stay in step
+  auto produce = [&](const int32_t* table, int64_t tok0, int st) {
+    sm90::mbarrier_wait(empty_bar + 8 * st, (empty_phase >> st) & 1);
+    empty_phase ^= 1u << st;
+    tma_kv_tile<kDqk>(p, &tmap, table, kvh, tok0, k_addr + st * Plan::kTileBytes,
+                      full_bar + 8 * st, policy);
+  };
+
+  for (int c = c_begin; c < c_end; ++c) {
+    const sched::Chunk ch = view.chunks()[c];
+    const int64_t req = ch.req;
+    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
+    const int32_t* table = p.block_table + req * p.bt_stride[0];
+
+    // Keys row k may see: [0, limit). Padding rows see nothing.
+    int64_t limit[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      limit[h] = 0;
+      if (my_row[h] < valid_rows) {
+        const int i = (row_base + my_row[h]) / p.group;
+        limit[h] = p.causal ? len - p.s_q + i + 1 : len;
+        limit[h] = limit[h] < 0 ? 0 : limit[h];
+      }
+    }
+    // Tiles entirely below every valid row's limit need no mask (padding rows are never
+    // written, so their scores need none either).
+    int64_t min_limit = len;
+    if (p.causal) {
+      min_limit = len - p.s_q + row_base / p.group + 1;
+      min_limit = min_limit < 0 ? 0 : min_limit;
+    }
+    int64_t max_limit = len;
+    if (p.causal) {
+      const int i_last = (row_base + valid_rows - 1) / p.group;
+      max_limit = len - p.s_q + i_last + 1;
+      max_limit = max_limit < 0 ? 0 : max_limit;
+    }
+    const int64_t tok_begin = int64_t{ch.tile_begin} * kTokensPerTile;
+    int64_t tok_end = int64_t{ch.tile_end} * kTokensPerTile;
+    tok_end = tok_end < max_limit ? tok_end : max_limit;
+    const int n_tiles = tok_end > tok_begin
+                            ? static_cast<int>((tok_end - tok_begin + kTokensPerTile - 1) /
+                                               kTokensPerTile)
+                            : 0;
+
+    // The previous chunk is done with every buffer (its copies landed: it waited for them).
+    __syncthreads();
+    if (n_tiles > 0) {
+      load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
+      if (!use_tma)
+        load_kv_tile<kDqk>(p, k_base, table, tok_begin, len,
+                           k_addr + stage_of_tile0 * Plan::kTileBytes);
+      else if (tid == 0)
+        produce(table, tok_begin, stage_of_tile0);
+    }
+    sm90::cp_async_commit();
+
+    float o[128];
+#pragma unroll
+    for (int e = 0; e < 128; ++e) o[e] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY};  // running max, log2 domain
+    float l[2] = {0.0f, 0.0f};            // this thread's share of the row sums
+
+    for (int it = 0; it < n_tiles; ++it) {
+      const int stage = (stage_of_tile0 + it) & 1;
+      const uint32_t stage_addr = k_addr + stage * Plan::kTileBytes;
+      const int64_t tile_tok0 = tok_begin + int64_t{it} * kTokensPerTile;
+      if (!use_tma) {
+        // Wait for tile `it` (and Q); after the barrier every thread is also done with tile
+        // it - 1, so its stage may be overwritten.
+        sm90::cp_async_wait<0>();
+        sm90::fence_proxy_async();
+        __syncthreads();
+        if (it + 1 < n_tiles)
+          load_kv_tile<kDqk>(p, k_base, table, tile_tok0 + kTokensPerTile, len,
+                             k_addr + (stage ^ 1) * Plan::kTileBytes);
+        sm90::cp_async_commit();
+      } else {
+        if (it == 0) {  // Q landed and is visible to the tensor cores
+          sm90::cp_async_wait<0>();
+          sm90::fence_proxy_async();
+          __syncthreads();
+        }
+        // Refill the other stage once both warpgroups released it (P V of tile it - 1).
+        if (tid == 0 && it + 1 < n_tiles)
+          produce(table, tile_tok0 + kTokensPerTile, stage ^ 1);
+        if (tile_tok0 + kTokensPerTile > len) {  // last tile of the request: clear the tail
+          sm90::mbarrier_wait(full_bar + 8 * stage, (full_phase >> stage) & 1);
+          zero_tail<kDqk>(smem + Plan::kK + stage * Plan::kTileBytes,
+                          static_cast<int>(len - tile_tok0));
+          sm90::fence_proxy_async();
+          __syncthreads();
+        }
+      }
+
+      // S_w = Q K[32 wg, 32 wg + 32)^T over d_qk.
+      float s[16];
+      {
+        const uint64_t desc_k = sm90::make_smem_desc(
+            stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024);
+        // NOTE: the wait comes before the first wgmma: a spin loop between the wgmmas of one
+        // group makes ptxas serialize them (docs/perf-journal.md, v3).
+        if (use_tma) sm90::mbarrier_wait(full_bar + 8 * stage, (full_phase >> stage) & 1);
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int a = 0; a < kQAtoms; ++a) {
+#pragma unroll
+          for (int kk = 0; kk < kAtomDims / 16; ++kk)
+            sm90::wgmma_m64n32k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
+                                        sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32),
+                                        (a | kk) != 0);
+        }
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(s);
+        full_phase ^= 1u << stage;
+      }
+
+      // Scale into the log2 domain and mask keys past each row's limit.
+      float mx[2] = {-INFINITY, -INFINITY};
+      if (tile_tok0 + kTokensPerTile <= min_limit) {
+#pragma unroll
+        for (int e = 0; e < 16; ++e) {
+          s[e] *= p.scale_log2;
+          mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
+        }
+      } else {
+        // Limits relative to this thread's first column, in [-1, 64].
+        const int64_t col0 = tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col;
+        int rel[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t d = limit[h] - col0;
+          rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int h = e / 2;
+            float& x = s[4 * j + e];
+            x = 8 * j + (e & 1) < rel[h] ? x * p.scale_log2 : -INFINITY;
+            mx[h] = fmaxf(mx[h], x);
+          }
+      }
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+        if (quad_col == 0) row_max_smem[wg * kRowsPerTile + my_row[h]] = mx[h];
+      }
+      sm90::named_barrier_sync(kBarRowMax, kThreads);
+
+      // Online softmax: both warpgroups derive the same new max, so their halves of O and of
+      // the row sums share one scale.
+      float alpha[2], m_use[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[h], fmaxf(row_max_smem[my_row[h]],
+                                              row_max_smem[kRowsPerTile + my_row[h]]));
+        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: P = 0, no NaN
+        alpha[h] = fast_exp2(m[h] - m_use[h]);
+        m[h] = m_new;
+        l[h] *= alpha[h];
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float p0 = fast_exp2(s[4 * j + 2 * h] - m_use[h]);
+          const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - m_use[h]);
+          l[h] += p0 + p1;
+          const int row = my_row[h];
+          const int tok = wg * kTokensPerWarpgroup + 8 * j + 2 * quad_col;
+          *reinterpret_cast<uint32_t*>(p_smem + sm90::swizzle128_offset(row, tok / 8) +
+                                       (tok % 8) * 2) = pack2<T>(p0, p1);
+        }
+      }
+      // Once the running max settles, alpha is exactly 1: skip the 128 multiplies warp-wide.
+      if (!__all_sync(0xffffffff, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
+#pragma unroll
+        for (int j = 0; j < 32; ++j) {
+          o[4 * j + 0] *= alpha[0];
+          o[4 * j + 1] *= alpha[0];
+          o[4 * j + 2] *= alpha[1];
+          o[4 * j + 3] *= alpha[1];
+        }
+      }
+      sm90::fence_proxy_async();
+      sm90::named_barrier_sync(kBarP, kThreads);
+
+      // O_w += P V[:, 256 wg, 256 wg + 256): V rows are tokens (K), columns dims (N, MN-major).
+      {
+        const uint64_t desc_v = sm90::make_smem_desc(
+            stage_addr + wg * kVAtomsPerWg * kAtomBytes, kAtomBytes, 1024);
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
+          sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
+                                          sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+        sm90::wgmma_commit();
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(o);
+        // This warpgroup no longer reads the stage.
+        if (use_tma && tid % 128 == 0) sm90::mbarrier_arrive(empty_bar + 8 * stage);
+      }
+    }
+
+    stage_of_tile0 = (stage_of_tile0 + n_tiles) & 1;
+
+    // Row sums: across the quad, then across the two warpgroups.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
+      if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
+    }
+    __syncthreads();
+
+    write_output<T>(p, o, m, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col, req,
+                    ch.slot);
+  }
+#endif
+}
+
+}  // namespace flashmla::cuda::mla_decode
+
+#include "cuda/dense_decode/kernel_seesaw.cuh"
+
+namespace flashmla::cuda::mla_decode {
+
+template <typename T, int kDqk>
+void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stream) {
+  constexpr int kSmem = SmemPlan<kDqk>::kBytes;
+  // TMA path: the seesaw schedule; other page sizes: the lockstep kernel with cp.async gathers.
+  auto* kernel = p.use_tma && !p.lockstep ? &seesaw_kernel<T, kDqk> : &main_kernel<T, kDqk>;
+  // Raising the dynamic shared-memory limit is idempotent and cheap; done every launch so a
+  // second device is covered too.
+  FLASHMLA_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  const int q_tiles = (p.rows + kRowsPerTile - 1) / kRowsPerTile;
+  const dim3 grid(p.num_parts, p.h_kv, q_tiles);
+  kernel<<<grid, kThreads, kSmem, stream>>>(p, tmap);
+  FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode main_kernel");
+}
+
+}  // namespace flashmla::cuda::mla_decode
