@@ -633,8 +633,10 @@ KVCodecProblem validate_kv_codec(const char* op, KVCacheLayout layout, const Ten
   c.present(second, second_name);
   c.rank(second, second_name, 4, "[num_blocks, page_block_size, 1, d]");
   c.same_device(second, second_name, first.device);
-  c.dtype(k_cache, "k_cache", {DType::kBFloat16});
-  c.dtype(quant_cache, "quant_cache", {DType::kUInt8, DType::kFloat8E4M3});
+  const std::initializer_list<DType> bf16 = {DType::kBFloat16};
+  const std::initializer_list<DType> bytes = {DType::kUInt8, DType::kFloat8E4M3};
+  c.dtype(first, first_name, quant_is_output ? bf16 : bytes);
+  c.dtype(second, second_name, quant_is_output ? bytes : bf16);
   c.layout(first, first_name);
   c.layout(second, second_name);
   const int d = kv_layout_dim(layout);

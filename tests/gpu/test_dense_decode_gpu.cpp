@@ -1,0 +1,314 @@
+// GPU dense decode (SPEC.md §2) against the CPU backend, through the public API.
+//
+// Each case fills q and a paged KV cache on the host (randn/10 clamped, SPEC.md §7; every cache
+// element past a request's end is NaN and unused block-table entries are garbage), runs
+// dense_decode_plan + dense_decode on CPU views (the float32 CPU backend = the reference) and on
+// cuda:0 copies (the sm_90a kernels), and checks:
+//   - the GPU plan's sched_meta equals the CPU plan's for the same num_parts (same builder);
+//   - out within atol 8e-4 + rtol 2/128 and cosine difference <= 5e-6, lse within rel 8/65536
+//     (+1e-6 absolute for logsumexps near 0), inf positions exactly (SPEC.md §7);
+//   - every output element written (outputs are NaN-poisoned before each GPU run);
+//   - bitwise determinism over two GPU runs;
+//   - page sizes that are multiples of 64 (TMA, seesaw kernel by default) also through the
+//     launcher's A/B switches: the lockstep kernel and the cp.async gather path.
+// Quick tier by default; FLASHMLA_TEST_TIER=full sweeps b, s_q, s_k, h_q/h_kv, page size,
+// causal, variable and zero lengths, both dtypes and d_qk 512. Skips when no device is usable.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/common/cuda_check.h"
+#include "flashmla/flashmla.h"
+#include "test_util.h"
+
+namespace flashmla::test {
+namespace {
+
+std::string why_no_gpu() {
+  int n = 0;
+  const cudaError_t err = cudaGetDeviceCount(&n);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(err);
+  }
+  return n == 0 ? "no CUDA device" : "";
+}
+
+class DeviceBuffer {
+ public:
+  explicit DeviceBuffer(int64_t bytes) : bytes_(bytes > 0 ? bytes : 1) {
+    FLASHMLA_CUDA_CHECK(cudaMalloc(&ptr_, bytes_));
+  }
+  ~DeviceBuffer() { cudaFree(ptr_); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  void* get() const { return ptr_; }
+  void upload(const void* src, int64_t bytes) {
+    FLASHMLA_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice));
+  }
+  void download(void* dst, int64_t bytes) const {
+    FLASHMLA_CUDA_CHECK(cudaMemcpy(dst, ptr_, bytes, cudaMemcpyDeviceToHost));
+  }
+  void poison() { FLASHMLA_CUDA_CHECK(cudaMemset(ptr_, 0xFF, bytes_)); }  // NaN in any float
+
+ private:
+  void* ptr_ = nullptr;
+  int64_t bytes_;
+};
+
+// ---- cases -----------------------------------------------------------------------------------
+
+struct GpuCase {
+  int64_t b;
+  int s_q, s_k, h_q, h_kv, page;
+  bool causal, varlen, zero_lens;
+  DType dtype = DType::kBFloat16;
+  int d_qk = 576;
+};
+
+std::string case_name(const GpuCase& c) {
+  std::string s = "b" + std::to_string(c.b) + "_sq" + std::to_string(c.s_q) + "_sk" +
+                  std::to_string(c.s_k) + "_hq" + std::to_string(c.h_q) + "_hkv" +
+                  std::to_string(c.h_kv) + "_pg" + std::to_string(c.page) +
+                  (c.causal ? "_causal" : "") + (c.varlen ? "_varlen" : "") +
+                  (c.zero_lens ? "_zeros" : "") +
+                  (c.dtype == DType::kFloat16 ? "_fp16" : "") +
+                  (c.d_qk != 576 ? "_d" + std::to_string(c.d_qk) : "");
+  return s;
+}
+
+void PrintTo(const GpuCase& c, std::ostream* os) { *os << case_name(c); }
+
+bool full_tier() {
+  const char* env = std::getenv("FLASHMLA_TEST_TIER");
+  return env && std::string(env) == "full";
+}
+
+std::vector<GpuCase> make_cases() {
+  std::vector<GpuCase> v = {
+      // b, s_q, s_k, h_q, h_kv, page, causal, varlen, zeros
+      {1, 1, 20, 128, 1, 64, false, false, false},
+      {2, 2, 140, 128, 1, 64, true, false, false},
+      {6, 1, 4096, 128, 1, 64, false, true, true},
+      {64, 1, 4096, 16, 1, 64, false, false, false},
+      {6, 4, 140, 64, 1, 61, true, true, false},
+      {2, 1, 140, 1, 1, 1, false, false, false},
+      {6, 2, 140, 9, 3, 61, true, true, true},
+      {2, 4, 20, 126, 2, 64, true, false, false},
+      {6, 1, 140, 8, 8, 64, false, true, false},
+      {1, 2, 4096, 128, 1, 64, true, false, false},
+      {2, 1, 140, 63, 1, 64, false, false, false, DType::kFloat16},
+      {2, 2, 140, 128, 1, 64, true, true, false, DType::kBFloat16, 512},
+      {2, 1, 140, 64, 2, 61, false, false, false, DType::kFloat16, 512},
+  };
+  if (!full_tier()) return v;
+  // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
+  // lengths, dtype and d_qk rotated through their values.
+  const int64_t bs[] = {1, 2, 6, 64};
+  const int sks[] = {20, 140, 4096};
+  const int pages[] = {64, 1, 61};
+  const int sqs[] = {1, 2, 4};
+  int n = 0;
+  for (int h_q : {1, 3, 9, 63, 64, 126, 128})
+    for (int h_kv : {1, 2, 3, 8}) {
+      if (h_q % h_kv != 0) continue;
+      for (int page : pages)
+        for (int s_q : sqs) {
+          GpuCase c{bs[n % 4], s_q, sks[(n / 4 + n) % 3], h_q, h_kv, page,
+                    n % 2 == 1, n % 3 == 0, n % 5 == 0};
+          // Keep the float32 CPU reference affordable: long contexts with small batches only.
+          if (c.s_k == 4096 && c.b == 64 && (h_q * s_q > 128 || h_kv > 2)) c.b = 6;
+          if (n % 7 == 3) c.dtype = DType::kFloat16;
+          if (n % 11 == 5) c.d_qk = 512;
+          v.push_back(c);
+          ++n;
+        }
+    }
+  return v;
+}
+
+// Fast activations for large caches: randn/10 clamped to [-1, 1] (Box-Muller over splitmix64).
+struct FastNormal {
+  uint64_t state;
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  double activation() {
+    const double u1 = (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53;
+    const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;
+    const double g = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+    return std::clamp(g / 10.0, -1.0, 1.0);
+  }
+};
+
+uint16_t to_16(double x, DType dtype) {
+  return dtype == DType::kFloat16 ? double_to_fp16(x) : double_to_bf16(x);
+}
+
+class DenseDecodeGpu : public ::testing::TestWithParam<GpuCase> {};
+
+TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const GpuCase c = GetParam();
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(case_name(c) + " " + seed_note(seed));
+  Rng rng(seed);
+  FastNormal fast{seed};
+  const int d_v = 512;
+  const Device gpu = cuda_device(0);
+
+  // Lengths, block table (each request owns max_blocks random pages), cache with NaN past ends.
+  std::vector<int32_t> lens(c.b);
+  for (int64_t r = 0; r < c.b; ++r) {
+    lens[r] = c.varlen ? static_cast<int32_t>(rng.uniform_int(1, c.s_k)) : c.s_k;
+    if (c.zero_lens && r % 3 == 1) lens[r] = 0;
+  }
+  const int64_t max_blocks = (c.s_k + c.page - 1) / c.page + 1;  // one spare page of garbage
+  const int64_t num_blocks = c.b * max_blocks;
+  std::vector<int32_t> perm(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) perm[i] = static_cast<int32_t>(i);
+  std::shuffle(perm.begin(), perm.end(), rng.engine());
+  HostTensor table(DType::kInt32, {c.b, max_blocks});
+  for (int64_t r = 0; r < c.b; ++r)
+    for (int64_t j = 0; j < max_blocks; ++j) {
+      const bool used = j * c.page < lens[r];
+      table.ptr<int32_t>()[r * max_blocks + j] =
+          used ? perm[r * max_blocks + j] : static_cast<int32_t>(0x7FFF0000 + j);  // garbage
+    }
+  HostTensor k(c.dtype, {num_blocks, c.page, c.h_kv, c.d_qk});
+  k.poison();  // NaN everywhere, then the tokens each request owns
+  uint16_t* kp = k.ptr<uint16_t>();
+  for (int64_t r = 0; r < c.b; ++r)
+    for (int64_t t = 0; t < lens[r]; ++t) {
+      const int64_t blk = table.ptr<int32_t>()[r * max_blocks + t / c.page];
+      uint16_t* row = kp + ((blk * c.page + t % c.page) * c.h_kv) * c.d_qk;
+      for (int64_t e = 0; e < int64_t{c.h_kv} * c.d_qk; ++e)
+        row[e] = to_16(fast.activation(), c.dtype);
+    }
+  HostTensor q(c.dtype, {c.b, c.s_q, c.h_q, c.d_qk});
+  for (int64_t e = 0; e < q.numel(); ++e) q.ptr<uint16_t>()[e] = to_16(fast.activation(), c.dtype);
+  HostTensor seq = int32_tensor(lens);
+
+  // CPU reference.
+  const DecodePlan cpu_plan = dense_decode_plan_info(c.b, c.s_q, c.h_q, c.h_kv, d_v, c.causal, kCPU);
+  HostTensor cpu_sched(DType::kInt32, {cpu_plan.sched_meta_elems});
+  HostTensor cpu_ws(DType::kUInt8, {cpu_plan.workspace_bytes});
+  HostTensor ref_out(c.dtype, {c.b, c.s_q, c.h_q, d_v});
+  HostTensor ref_lse(DType::kFloat32, {c.b, c.h_q, c.s_q});
+  ref_out.poison();
+  ref_lse.poison();
+  dense_decode_plan({cpu_plan, seq.view(), cpu_sched.view()});
+  DenseDecodeParams cp;
+  cp.q = q.view();
+  cp.k_cache = k.view();
+  cp.block_table = table.view();
+  cp.cache_seqlens = seq.view();
+  cp.causal = c.causal;
+  cp.plan = cpu_plan;
+  cp.sched_meta = cpu_sched.view();
+  cp.workspace = cpu_ws.view();
+  cp.out = ref_out.view();
+  cp.lse = ref_lse.view();
+  dense_decode(cp);
+
+  // GPU.
+  const DecodePlan plan = dense_decode_plan_info(c.b, c.s_q, c.h_q, c.h_kv, d_v, c.causal, gpu);
+  DeviceBuffer d_q(q.storage_bytes()), d_k(k.storage_bytes()), d_table(table.storage_bytes()),
+      d_seq(seq.storage_bytes()), d_sched(plan.sched_meta_elems * 4),
+      d_ws(plan.workspace_bytes), d_out(ref_out.storage_bytes()), d_lse(ref_lse.storage_bytes());
+  d_q.upload(q.data(), q.storage_bytes());
+  d_k.upload(k.data(), k.storage_bytes());
+  d_table.upload(table.data(), table.storage_bytes());
+  d_seq.upload(seq.data(), seq.storage_bytes());
+  d_sched.poison();
+  HostTensor gpu_sched(DType::kInt32, {plan.sched_meta_elems});
+  dense_decode_plan({plan, seq.view_at(d_seq.get(), gpu), gpu_sched.view_at(d_sched.get(), gpu)});
+  FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+  d_sched.download(gpu_sched.data(), gpu_sched.storage_bytes());
+
+  // The GPU plan equals the CPU plan built for the same num_parts.
+  {
+    DecodePlan same = plan;
+    same.device = kCPU;
+    HostTensor host_sched(DType::kInt32, {plan.sched_meta_elems});
+    host_sched.fill_bytes(0xFF);  // the same poison as the device buffer: unused tails match
+    dense_decode_plan({same, seq.view(), host_sched.view()});
+    ASSERT_TRUE(bytes_equal("sched_meta (GPU plan vs CPU plan)", gpu_sched.bytes(),
+                            host_sched.bytes(), gpu_sched.storage_bytes()));
+  }
+
+  DenseDecodeParams gp = cp;
+  gp.q = q.view_at(d_q.get(), gpu);
+  gp.k_cache = k.view_at(d_k.get(), gpu);
+  gp.block_table = table.view_at(d_table.get(), gpu);
+  gp.cache_seqlens = seq.view_at(d_seq.get(), gpu);
+  gp.plan = plan;
+  gp.sched_meta = gpu_sched.view_at(d_sched.get(), gpu);
+  gp.workspace = HostTensor(DType::kUInt8, {plan.workspace_bytes}).view_at(d_ws.get(), gpu);
+  gp.out = ref_out.view_at(d_out.get(), gpu);
+  gp.lse = ref_lse.view_at(d_lse.get(), gpu);
+
+  HostTensor out[2] = {HostTensor(c.dtype, {c.b, c.s_q, c.h_q, d_v}),
+                       HostTensor(c.dtype, {c.b, c.s_q, c.h_q, d_v})};
+  HostTensor lse[2] = {HostTensor(DType::kFloat32, {c.b, c.h_q, c.s_q}),
+                       HostTensor(DType::kFloat32, {c.b, c.h_q, c.s_q})};
+  for (int run = 0; run < 2; ++run) {
+    d_out.poison();
+    d_lse.poison();
+    d_ws.poison();
+    dense_decode(gp);
+    FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+    d_out.download(out[run].data(), out[run].storage_bytes());
+    d_lse.download(lse[run].data(), lse[run].storage_bytes());
+  }
+
+  // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
+  // lockstep kernel on TMA tiles and the cp.async gather path must agree with the reference too.
+  std::vector<std::pair<const char*, HostTensor>> alt_outs;
+  if (c.page % 64 == 0) {
+    for (const char* env : {"FLASHMLA_DENSE_DECODE_LOCKSTEP", "FLASHMLA_DENSE_DECODE_NO_TMA"}) {
+      setenv(env, "1", 1);
+      d_out.poison();
+      d_lse.poison();
+      dense_decode(gp);
+      FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+      unsetenv(env);
+      HostTensor alt(c.dtype, {c.b, c.s_q, c.h_q, d_v});
+      d_out.download(alt.data(), alt.storage_bytes());
+      alt_outs.emplace_back(env, std::move(alt));
+    }
+  }
+  for (const auto& [env, alt] : alt_outs)
+    EXPECT_TRUE(all_close(std::string("out with ") + env + "=1", alt.to_doubles(),
+                          ref_out.to_doubles(), alt.shape(), {8e-4, 2.0 / 128}));
+
+  const std::vector<double> got_o = out[0].to_doubles(), ref_o = ref_out.to_doubles();
+  EXPECT_TRUE(all_close("out", got_o, ref_o, out[0].shape(), {8e-4, 2.0 / 128}));
+  EXPECT_TRUE(cosine_close("out", got_o, ref_o, 5e-6));
+  EXPECT_TRUE(all_close("lse", lse[0].to_doubles(), ref_lse.to_doubles(), lse[0].shape(),
+                        {1e-6, 8.0 / 65536}));
+  EXPECT_TRUE(bytes_equal("out (run 1 vs run 2)", out[0].bytes(), out[1].bytes(),
+                          out[0].storage_bytes()));
+  EXPECT_TRUE(bytes_equal("lse (run 1 vs run 2)", lse[0].bytes(), lse[1].bytes(),
+                          lse[0].storage_bytes()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, DenseDecodeGpu, ::testing::ValuesIn(make_cases()),
+                         [](const ::testing::TestParamInfo<GpuCase>& info) {
+                           return std::to_string(info.index) + "_" + case_name(info.param);
+                         });
+
+}  // namespace
+}  // namespace flashmla::test
