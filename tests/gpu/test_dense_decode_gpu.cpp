@@ -28,42 +28,11 @@
 
 #include "cuda/common/cuda_check.h"
 #include "flashmla/flashmla.h"
+#include "gpu/gpu_test_util.h"
 #include "test_util.h"
 
 namespace flashmla::test {
 namespace {
-
-std::string why_no_gpu() {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(err);
-  }
-  return n == 0 ? "no CUDA device" : "";
-}
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(int64_t bytes) : bytes_(bytes > 0 ? bytes : 1) {
-    FLASHMLA_CUDA_CHECK(cudaMalloc(&ptr_, bytes_));
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  void* get() const { return ptr_; }
-  void upload(const void* src, int64_t bytes) {
-    FLASHMLA_CUDA_CHECK(cudaMemcpy(ptr_, src, bytes, cudaMemcpyHostToDevice));
-  }
-  void download(void* dst, int64_t bytes) const {
-    FLASHMLA_CUDA_CHECK(cudaMemcpy(dst, ptr_, bytes, cudaMemcpyDeviceToHost));
-  }
-  void poison() { FLASHMLA_CUDA_CHECK(cudaMemset(ptr_, 0xFF, bytes_)); }  // NaN in any float
-
- private:
-  void* ptr_ = nullptr;
-  int64_t bytes_;
-};
 
 // ---- cases -----------------------------------------------------------------------------------
 

@@ -20,47 +20,11 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/kv_codec/e4m3_tables.h"
 #include "flashmla/flashmla.h"
+#include "gpu/gpu_test_util.h"
 #include "test_util.h"
 
 namespace flashmla::test {
 namespace {
-
-// ---- Device plumbing -------------------------------------------------------------------------
-
-// Empty when a device is usable, else why not.
-std::string why_no_gpu() {
-  int n = 0;
-  const cudaError_t err = cudaGetDeviceCount(&n);
-  if (err != cudaSuccess) {
-    cudaGetLastError();
-    return std::string("cudaGetDeviceCount failed: ") + cudaGetErrorString(err);
-  }
-  return n == 0 ? "no CUDA device" : "";
-}
-
-class DeviceBuffer {
- public:
-  explicit DeviceBuffer(int64_t bytes) : bytes_(bytes) {
-    FLASHMLA_CUDA_CHECK(cudaMalloc(&ptr_, bytes > 0 ? bytes : 1));
-  }
-  ~DeviceBuffer() { cudaFree(ptr_); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-
-  uint8_t* get() const { return static_cast<uint8_t*>(ptr_); }
-  void upload(const void* src, int64_t bytes, int64_t at = 0) {
-    FLASHMLA_CUDA_CHECK(cudaMemcpy(get() + at, src, bytes, cudaMemcpyHostToDevice));
-  }
-  std::vector<uint8_t> download(int64_t at, int64_t bytes) const {
-    std::vector<uint8_t> v(bytes);
-    FLASHMLA_CUDA_CHECK(cudaMemcpy(v.data(), get() + at, bytes, cudaMemcpyDeviceToHost));
-    return v;
-  }
-
- private:
-  void* ptr_ = nullptr;
-  int64_t bytes_;
-};
 
 // ---- Cases -----------------------------------------------------------------------------------
 
@@ -297,7 +261,7 @@ TEST_P(KVCodecGpu, QuantizeMatchesCpu) {
                q_cpu.view_at(q_dev.get(), cuda_device(0))});
   FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
 
-  EXPECT_TRUE(same_bytes("quant_cache", q_cpu.bytes(), q_dev.download(0, q_cpu.storage_bytes()),
+  EXPECT_TRUE(same_bytes("quant_cache", q_cpu.bytes(), q_dev.download_bytes(0, q_cpu.storage_bytes()),
                          [&](int64_t off) { return describe_quant_byte(c, off); }));
 }
 
@@ -332,7 +296,7 @@ TEST_P(KVCodecGpu, DequantizeMatchesCpu) {
     FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
 
     EXPECT_TRUE(same_bytes("k_cache", k_cpu.bytes(),
-                           k_dev.download(bf16_offset_bytes(c), k_cpu.storage_bytes()),
+                           k_dev.download_bytes(bf16_offset_bytes(c), k_cpu.storage_bytes()),
                            [&](int64_t off) { return describe_bf16_byte(k_cpu, off); }));
   }
 }
@@ -358,7 +322,7 @@ TEST(KVCodecGpuCorner, ZeroBlocksLaunchNothing) {
     EXPECT_NO_THROW(kv_quantize({layout, k, q}));
     EXPECT_NO_THROW(kv_dequantize({layout, q, k}));
     FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
-    for (uint8_t b : q_dev.download(0, 64)) ASSERT_EQ(b, 0xA5) << "a zero-block call wrote memory";
+    for (uint8_t b : q_dev.download_bytes(0, 64)) ASSERT_EQ(b, 0xA5) << "a zero-block call wrote memory";
   }
 }
 
