@@ -27,6 +27,8 @@ struct Case {
   int64_t b;
   int s_q, h_q, s_k;
   double flashmla_kernel_us, flashmla_ev_us;  // anchors.md
+  bool varlen = false;  // lengths ~ normal(s_k, s_k / 2), at least 1 (anchors.md L4)
+  bool causal = false;
 };
 
 const Case kCases[] = {
@@ -35,6 +37,9 @@ const Case kCases[] = {
     {"D5", 128, 1, 16, 8192, 439.9, 440.6},    {"D6", 64, 1, 8, 16384, 441.8, 442.8},
     {"L1", 1, 1, 128, 1024, 19.6, 21.2},       {"L2", 8, 1, 16, 1024, 17.0, 18.6},
     {"L3", 32, 2, 64, 2048, 54.2, 54.2},
+    {"L4", 128, 1, 128, 4096, 286.9, 290.3, true},
+    {"L5", 128, 2, 128, 4096, 436.8, 469.8, false, true},
+    {"L6", 4, 1, 32, 65536, 131.9, 133.2},
 };
 
 struct Buf {
@@ -65,10 +70,22 @@ struct Result {
   double us, tflops, gbps;
 };
 
+std::vector<int32_t> case_lengths(const Case& c) {
+  std::vector<int32_t> lens(c.b, c.s_k);
+  if (c.varlen) {
+    std::mt19937_64 rng(11);
+    std::normal_distribution<double> dist(c.s_k, c.s_k / 2.0);
+    for (auto& len : lens) len = static_cast<int32_t>(std::max(1.0, std::round(dist(rng))));
+  }
+  return lens;
+}
+
 Result run_case(const Case& c, int runs) {
   const int d_qk = 576, d_v = 512, page = 64;
   const Device gpu = cuda_device(0);
-  const int64_t blocks_per_seq = (c.s_k + page - 1) / page;
+  const std::vector<int32_t> host_lens = case_lengths(c);
+  const int64_t max_len = *std::max_element(host_lens.begin(), host_lens.end());
+  const int64_t blocks_per_seq = (max_len + page - 1) / page;
   const int64_t num_blocks = c.b * blocks_per_seq;
   Buf q(c.b * c.s_q * c.h_q * d_qk * 2), k(num_blocks * page * d_qk * 2), table(num_blocks * 4),
       lens(c.b * 4), out(c.b * c.s_q * c.h_q * d_v * 2), lse(c.b * c.h_q * c.s_q * 4),
@@ -81,10 +98,9 @@ Result run_case(const Case& c, int runs) {
   std::mt19937_64 rng(7);
   std::shuffle(perm.begin(), perm.end(), rng);
   FLASHMLA_CUDA_CHECK(cudaMemcpy(table.p, perm.data(), num_blocks * 4, cudaMemcpyHostToDevice));
-  const std::vector<int32_t> host_lens(c.b, c.s_k);
   FLASHMLA_CUDA_CHECK(cudaMemcpy(lens.p, host_lens.data(), c.b * 4, cudaMemcpyHostToDevice));
 
-  const DecodePlan plan = dense_decode_plan_info(c.b, c.s_q, c.h_q, 1, d_v, false, gpu);
+  const DecodePlan plan = dense_decode_plan_info(c.b, c.s_q, c.h_q, 1, d_v, c.causal, gpu);
   Buf sched(plan.sched_meta_elems * 4), ws(plan.workspace_bytes);
   DensePlanParams pp{plan, TensorView::contiguous(lens.p, DType::kInt32, gpu, {c.b}),
                      TensorView::contiguous(sched.p, DType::kInt32, gpu,
@@ -100,6 +116,7 @@ Result run_case(const Case& c, int runs) {
   p.workspace = TensorView::contiguous(ws.p, DType::kUInt8, gpu, {plan.workspace_bytes});
   p.out = TensorView::contiguous(out.p, DType::kBFloat16, gpu, {c.b, c.s_q, c.h_q, d_v});
   p.lse = TensorView::contiguous(lse.p, DType::kFloat32, gpu, {c.b, c.h_q, c.s_q});
+  p.causal = c.causal;
 
   cudaEvent_t e0, e1;
   FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
@@ -120,8 +137,15 @@ Result run_case(const Case& c, int runs) {
   cudaEventDestroy(e1);
   std::sort(t.begin(), t.end());
   const double us = t[t.size() / 2];
-  const double flop = 2.0 * c.h_q * c.s_q * double(c.s_k) * (d_qk + d_v) * c.b;
-  const double bytes = double(c.b) * (c.s_q * c.h_q * (d_qk + d_v) * 2.0 + c.s_k * d_qk * 2.0);
+  // SPEC.md formulas: FLOP over the attended keys of every query, bytes = Q + KV + O.
+  double flop = 0, bytes = 0;
+  for (const int32_t len : host_lens) {
+    for (int i = 0; i < c.s_q; ++i) {
+      const double attended = c.causal ? std::max(0, len - c.s_q + i + 1) : len;
+      flop += 2.0 * c.h_q * attended * (d_qk + d_v);
+    }
+    bytes += c.s_q * c.h_q * (d_qk + d_v) * 2.0 + double(len) * d_qk * 2.0;
+  }
   return {us, flop / us * 1e-6, bytes / us * 1e-3};
 }
 
@@ -163,8 +187,8 @@ int bench_dense_decode(int argc, char** argv) {
         continue;
       const Result r = run_case(c, runs);
       char shape[96];
-      std::snprintf(shape, sizeof shape, "b=%lld s_q=%d h_q=%d s_k=%d", (long long)c.b, c.s_q,
-                    c.h_q, c.s_k);
+      std::snprintf(shape, sizeof shape, "b=%lld s_q=%d h_q=%d s_k=%d%s", (long long)c.b, c.s_q,
+                    c.h_q, c.s_k, c.varlen ? " varlen" : (c.causal ? " causal" : ""));
       // Ratio > 1 = slower than FlashMLA.
       std::printf("%-4s %-34s %9.1f %8.1f %5.0f%% %8.0f %5.0f%% %9.2fx %9.2fx\n", c.name, shape,
                   r.us, r.tflops, 100 * r.tflops / kCeilTflops, r.gbps, 100 * r.gbps / kCeilGbps,

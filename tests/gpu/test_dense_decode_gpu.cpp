@@ -9,8 +9,8 @@
 //     (+1e-6 absolute for logsumexps near 0), inf positions exactly (SPEC.md §7);
 //   - every output element written (outputs are NaN-poisoned before each GPU run);
 //   - bitwise determinism over two GPU runs;
-//   - page sizes that are multiples of 64 (TMA, seesaw kernel by default) also through the
-//     launcher's A/B switches: the lockstep kernel and the cp.async gather path.
+//   - page sizes that are multiples of 64 (TMA, pair kernel by default) also through the
+//     launcher's A/B switches: the seesaw and lockstep kernels and the cp.async gather path.
 // Quick tier by default; FLASHMLA_TEST_TIER=full sweeps b, s_q, s_k, h_q/h_kv, page size,
 // causal, variable and zero lengths, both dtypes and d_qk 512. Skips when no device is usable.
 #include <cuda_runtime.h>
@@ -244,10 +244,12 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
   }
 
   // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
-  // lockstep kernel on TMA tiles and the cp.async gather path must agree with the reference too.
+  // seesaw and lockstep kernels on TMA tiles and the cp.async gather path must agree with the
+  // reference too.
   std::vector<std::pair<const char*, HostTensor>> alt_outs;
   if (c.page % 64 == 0) {
-    for (const char* env : {"FLASHMLA_DENSE_DECODE_LOCKSTEP", "FLASHMLA_DENSE_DECODE_NO_TMA"}) {
+    for (const char* env : {"FLASHMLA_DENSE_DECODE_SEESAW", "FLASHMLA_DENSE_DECODE_LOCKSTEP",
+                            "FLASHMLA_DENSE_DECODE_NO_TMA"}) {
       setenv(env, "1", 1);
       d_out.poison();
       d_lse.poison();

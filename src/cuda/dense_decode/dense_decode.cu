@@ -127,9 +127,13 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.max_len = pb.max_blocks_per_seq * pb.page_block_size;
   m.scale_log2 = pb.scale * mla_decode::kLog2e;
   m.causal = p.causal ? 1 : 0;
-  // A/B switch for timing and tests (read per call, like FLASHMLA_DENSE_DECODE_NO_TMA): run the
-  // TMA path through the lockstep kernel instead of the seesaw.
-  if (const char* ls = std::getenv("FLASHMLA_DENSE_DECODE_LOCKSTEP")) m.lockstep = *ls == '1';
+  // A/B switches for timing and tests (read per call, like FLASHMLA_DENSE_DECODE_NO_TMA): run the
+  // TMA path through the lockstep or the seesaw kernel instead of the pair kernel.
+  m.variant = mla_decode::kVariantPair;
+  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_SEESAW"); v && *v == '1')
+    m.variant = mla_decode::kVariantSeesaw;
+  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_LOCKSTEP"); v && *v == '1')
+    m.variant = mla_decode::kVariantLockstep;
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;

@@ -493,21 +493,29 @@ __global__ void __launch_bounds__(kThreads, 1)
 }  // namespace flashmla::cuda::mla_decode
 
 #include "cuda/dense_decode/kernel_seesaw.cuh"
+#include "cuda/dense_decode/kernel_pair.cuh"
 
 namespace flashmla::cuda::mla_decode {
 
 template <typename T, int kDqk>
 void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stream) {
-  constexpr int kSmem = SmemPlan<kDqk>::kBytes;
-  // TMA path: the seesaw schedule; other page sizes: the lockstep kernel with cp.async gathers.
-  auto* kernel = p.use_tma && !p.lockstep ? &seesaw_kernel<T, kDqk> : &main_kernel<T, kDqk>;
+  // TMA path: the pair kernel (or, for A/B timing, the seesaw / lockstep kernels); other page
+  // sizes: the lockstep kernel with cp.async gathers.
+  auto* kernel = &main_kernel<T, kDqk>;
+  int smem = SmemPlan<kDqk>::kBytes;
+  if (p.use_tma && p.variant == kVariantPair) {
+    kernel = &pair_kernel<T, kDqk>;
+    smem = PairSmemPlan<kDqk>::kBytes;
+  } else if (p.use_tma && p.variant == kVariantSeesaw) {
+    kernel = &seesaw_kernel<T, kDqk>;
+  }
   // Raising the dynamic shared-memory limit is idempotent and cheap; done every launch so a
   // second device is covered too.
   FLASHMLA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int q_tiles = (p.rows + kRowsPerTile - 1) / kRowsPerTile;
   const dim3 grid(p.num_parts, p.h_kv, q_tiles);
-  kernel<<<grid, kThreads, kSmem, stream>>>(p, tmap);
+  kernel<<<grid, kThreads, smem, stream>>>(p, tmap);
   FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode main_kernel");
 }
 

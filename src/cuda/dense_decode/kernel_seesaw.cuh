@@ -29,10 +29,6 @@ inline constexpr int kBarWg0 = 4;  // 128 threads: a warpgroup's P rows are all 
 inline constexpr int kBarWg1 = 5;
 inline constexpr int kProducerThread = 128;  // first thread of WG1
 
-__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
-  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
 // O[:, this warpgroup's half] *= scale per row; skipped warp-wide when every scale is 1.
 __device__ __forceinline__ void rescale_o(float (&o)[128], float s0, float s1) {
   if (__all_sync(0xffffffff, s0 == 1.0f && s1 == 1.0f)) return;
@@ -269,7 +265,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::fence_proxy_async();
         sm90::named_barrier_sync(kBarWg0, 128);  // all four warps' rows of P_a, for our wgmma
-        named_barrier_arrive(kBarA, kThreads);
+        sm90::named_barrier_arrive(kBarA, kThreads);
         rescale_o(o, alpha[0], alpha[1]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + rowsum[h];
@@ -310,7 +306,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::fence_proxy_async();
         sm90::named_barrier_sync(kBarWg1, 128);  // all four warps' rows of P_b, for our wgmma
-        named_barrier_arrive(kBarB, kThreads);
+        sm90::named_barrier_arrive(kBarB, kThreads);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           l[h] = l[h] * fast_exp2(m[h] - mu_b[h]) + rowsum[h];
@@ -318,7 +314,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
-        if (it + 1 < n_tiles) named_barrier_arrive(kBarC, kThreads);
+        if (it + 1 < n_tiles) sm90::named_barrier_arrive(kBarC, kThreads);
         rescale_o(o, fast_exp2(m_a[0] - mu_b[0]), fast_exp2(m_a[1] - mu_b[1]));
         issue_pv_half<T>(o, desc_p, stage_addr, wg, 1);
         sm90::wgmma_wait<0>();

@@ -36,8 +36,13 @@ struct MainParams {
   float scale_log2;         // softmax_scale * log2(e)
   int causal;
   int use_tma;              // KV tiles by TMA (page_block_size % 64 == 0), else cp.async gathers
-  int lockstep;             // TMA path through main_kernel instead of the seesaw (A/B timing)
+  int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
+                            //   kVariantLockstep (A/B timing and tests)
 };
+
+inline constexpr int kVariantPair = 0;
+inline constexpr int kVariantSeesaw = 1;
+inline constexpr int kVariantLockstep = 2;
 
 // Shared memory, in bytes from a 1024-aligned base (swizzle atoms must be 1024-aligned).
 //   q      [kQAtoms][64 rows][128 B]         the Q tile, 128-byte swizzled per 64-dim column
@@ -59,6 +64,35 @@ struct SmemPlan {
   static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
   static_assert(kDqk % kAtomDims == 0, "d_qk must be whole 64-dim atom columns");
   static_assert(kDqk >= kDimV, "V is the first 512 dims of K");
+  static_assert(kBytes <= 227 * 1024, "shared memory plan exceeds the sm_90 per-block limit");
+};
+
+// Shared memory of the pair kernel (kernel_pair.cuh), in bytes from a 1024-aligned base:
+//   q        [kQAtoms] atom columns; with d_qk = 576 the RoPE atom (8) is copied to registers
+//            after the Q load and its 8 KB then hold P1
+//   k0, k1   [kQAtoms] atom columns each: KV blocks b (warpgroup 0's) and b + 1 (warpgroup 1's)
+//   p0       one atom column: P0 (16-bit), the A operand of WG1's P0 V0_R
+//   p1       one atom column (own, or Q's RoPE atom): P1, the A operand of WG0's P1 V1_L
+//   m[64], scale0[64], scale1[64], row_sum[2][64] float
+//   bars     [2][kQAtoms] uint64 mbarriers: one per atom column of k0 and k1
+template <int kDqk>
+struct PairSmemPlan {
+  static constexpr int kQAtoms = kDqk / kAtomDims;
+  static constexpr bool kRopeInRegs = kQAtoms == kDimV / kAtomDims + 1;
+  static constexpr int kTileBytes = kQAtoms * kAtomBytes;
+  static constexpr int kQ = 0;
+  static constexpr int kK0 = kQ + kTileBytes;
+  static constexpr int kK1 = kK0 + kTileBytes;
+  static constexpr int kP0 = kK1 + kTileBytes;
+  static constexpr int kP1 = kRopeInRegs ? kQ + (kQAtoms - 1) * kAtomBytes : kP0 + kAtomBytes;
+  static constexpr int kM = kP0 + kAtomBytes + (kRopeInRegs ? 0 : kAtomBytes);
+  static constexpr int kScale0 = kM + kRowsPerTile * 4;
+  static constexpr int kScale1 = kScale0 + kRowsPerTile * 4;
+  static constexpr int kRowSum = kScale1 + kRowsPerTile * 4;
+  static constexpr int kBars = kRowSum + kWarpgroups * kRowsPerTile * 4;
+  static constexpr int kEnd = kBars + 2 * kQAtoms * 8;
+  static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
+  static_assert(kQAtoms == kDimV / kAtomDims || kRopeInRegs, "d_qk must be 512 or 576");
   static_assert(kBytes <= 227 * 1024, "shared memory plan exceeds the sm_90 per-block limit");
 };
 

@@ -1,0 +1,522 @@
+// sm_90a dense MLA decode, TMA path: the "pair" schedule (page sizes that are multiples of 64).
+// Included by kernel.cuh after its loaders and epilogue.
+//
+// The CTA walks a chunk's 64-token blocks two at a time: block b in buffer K0, block b + 1 in K1.
+// Warpgroup 0 computes S0 = Q K0^T, warpgroup 1 S1 = Q K1^T, each a whole 64 x 64 block (wgmma
+// N = 64, the shape that keeps shared-memory reads at the tensor rate); WG0 owns O[:, 0:256)
+// (O_L), WG1 owns O[:, 256:512) (O_R). With m the running row max (shared memory) and every
+// exponent in the log2 domain, one step is
+//   WG0: m0 = max(m, rowmax S0), P0 = 2^(S0 - m0);  O_L = O_L 2^(m - m0) + P0 V0_L   (P0: regs)
+//   WG1: m1 = max(m0, rowmax S1), P1 = 2^(S1 - m1); O_R = O_R 2^(m - m1) + P1 V1_R   (P1: regs)
+//   WG0: P0' = P0 2^(m0 - m1) -> smem;              O_L = O_L 2^(m0 - m1) + P1 V1_L  (P1: smem)
+//   WG1:                                            O_R += P0' V0_R                   (P0': smem)
+// i.e. exact online softmax over 128 tokens, while one warpgroup's exponentials run under the
+// other's wgmmas (KERNEL-NOTES.md, "seesaw"; FlashMLA's published schedule). Every atom column of
+// a buffer has its own mbarrier, and a buffer is refilled in two halves as soon as its readers
+// are done with them: atoms 0-3 (= V_L) by WG0 after its P V_L, atoms 4-8 (V_R and RoPE) by WG1
+// after its P V_R. The next step's S is issued at the end of a step, one commit group per atom,
+// so it queues behind the P V wgmmas and waits only for the atom it reads next (WG1 reads its
+// buffer's second half first: that half is refilled first). Q's RoPE atom lives in registers
+// (wgmma with A from registers), which leaves its 8 KB of shared memory free for P1.
+//
+// Hand-offs (named barriers over 256 threads: one warpgroup arrives, the other syncs):
+//   kBarScale0  WG0 -> WG1  m0 and 2^(m - m0) are in shared memory
+//   kBarScale1  WG1 -> WG0  m1 and 2^(m0 - m1) are in shared memory
+//   kBarP0      WG0 -> WG1  P0' is in shared memory
+//   kBarP1      WG1 -> WG0  P1 is in shared memory (only when block b + 1 exists)
+#pragma once
+
+namespace flashmla::cuda::mla_decode {
+
+inline constexpr int kBarScale0 = 6;
+inline constexpr int kBarScale1 = 7;
+inline constexpr int kBarP0 = 8;
+inline constexpr int kBarP1 = 9;
+inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
+inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
+
+// Cache block holding token `tok` of a request (clamped into the cache: bad block ids cannot
+// send the copy engine outside k_cache).
+__device__ __forceinline__ int page_block_of(const MainParams& p, const int32_t* table,
+                                             int64_t tok) {
+  int64_t blk = table[(tok / p.page_block_size) * p.bt_stride[1]];
+  blk = blk < 0 ? 0 : (blk >= p.num_blocks ? p.num_blocks - 1 : blk);
+  return static_cast<int>(blk);
+}
+
+// Arms atom a's barrier with its bytes and issues its TMA box, for atoms [kFirst, kLast) of the
+// 64-token block starting at token `tok` (called by one thread).
+template <int kFirst, int kLast>
+__device__ __forceinline__ void load_atoms(const MainParams& p, const CUtensorMap* tmap,
+                                           const int32_t* table, int kvh, int64_t tok,
+                                           uint32_t buf_addr, uint32_t bars, uint64_t policy) {
+  const int blk = page_block_of(p, table, tok);
+  const int row = static_cast<int>(tok % p.page_block_size);
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) {
+    sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
+    sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
+                      blk, policy);
+  }
+}
+
+// S (+)= Q[:, atoms] K[:, atoms]^T for atoms [kFirst, kLast): waits for each atom's barrier, then
+// issues its four k-steps as one commit group (a wait between groups does not serialize them).
+// Atom 8 (RoPE, d_qk = 576) takes A from the registers q8.
+template <typename T, int kQAtoms, int kFirst, int kLast>
+__device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&q8)[16],
+                                               uint64_t desc_q, uint64_t desc_k, uint32_t bars,
+                                               uint32_t parity, bool zero_first) {
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) {
+    sm90::mbarrier_wait(bars + 8 * a, parity);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kAtomDims / 16; ++kk) {
+      const int scale_d = (a == kFirst && kk == 0 && zero_first) ? 0 : 1;
+      const uint64_t desc_b = sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32);
+      if (kQAtoms > kDimV / kAtomDims && a == kQAtoms - 1)
+        sm90::wgmma_m64n64k16_rs<T>(s, q8 + 4 * kk, desc_b, scale_d);
+      else
+        sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
+                                    desc_b, scale_d);
+    }
+    sm90::wgmma_commit();
+  }
+}
+
+// O_half += P V[:, 256 half, 256 half + 256) with P in registers (A fragments).
+template <typename T>
+__device__ __forceinline__ void issue_pv_rs(float (&o)[128], const uint32_t (&pb)[16],
+                                            uint32_t buf_addr, int half) {
+  const uint64_t desc_v =
+      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
+    sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
+                                    1);
+  sm90::wgmma_commit();
+}
+
+// O_half += P V[:, 256 half, 256 half + 256) with P in shared memory (one atom column).
+template <typename T>
+__device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, uint32_t buf_addr,
+                                            int half) {
+  const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
+  const uint64_t desc_v =
+      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
+    sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
+                                    sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+  sm90::wgmma_commit();
+}
+
+// Scales S (one 64 x 64 block, accumulator layout) into the log2 domain, masks keys at or past
+// each row's limit (-inf: a select, so garbage scores of rows past the end never survive), and
+// returns the quad-reduced row maxima.
+__device__ __forceinline__ void scale_mask_rowmax(float (&s)[32], float scale, bool need_mask,
+                                                  const int64_t (&limit)[2], int64_t tok0,
+                                                  int quad_col, float (&mx)[2]) {
+  mx[0] = mx[1] = -INFINITY;
+  if (!need_mask) {
+#pragma unroll
+    for (int e = 0; e < 32; ++e) {
+      s[e] *= scale;
+      mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
+    }
+  } else {
+    int rel[2];  // limits relative to this thread's first column, in [-1, 64]
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t d = limit[h] - (tok0 + 2 * quad_col);
+      rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2;
+        float& x = s[4 * j + e];
+        x = 8 * j + (e & 1) < rel[h] ? x * scale : -INFINITY;
+        mx[h] = fmaxf(mx[h], x);
+      }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+  }
+}
+
+// P = 2^(S - mu) in place (float), its 16-bit A fragments in pb, and its row sums added to sum.
+template <typename T>
+__device__ __forceinline__ void exp_to_fragments(float (&s)[32], const float (&mu)[2],
+                                                 uint32_t (&pb)[16], float (&sum)[2]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0 = fast_exp2(s[4 * j + 2 * h] - mu[h]);
+      const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - mu[h]);
+      s[4 * j + 2 * h] = p0;
+      s[4 * j + 2 * h + 1] = p1;
+      sum[h] += p0 + p1;
+      pb[2 * j + h] = pack2<T>(p0, p1);  // accumulator pair (j, h) = A fragment register 2 j + h
+    }
+}
+
+// Writes A fragments of a 64 x 64 P into one swizzled atom column.
+__device__ __forceinline__ void store_fragments(uint8_t* p_smem, const uint32_t (&pb)[16],
+                                                const int (&my_row)[2], int quad_col) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<uint32_t*>(p_smem + sm90::swizzle128_offset(my_row[h], j) +
+                                   4 * quad_col) = pb[2 * j + h];
+}
+
+// Zeroes rows [first_row, 64) of the four V atoms of one half of a buffer (tokens past the
+// request's end: P is 0 there, but 0 * NaN is NaN), by the 128 threads of warpgroup wg, and makes
+// the zeros visible to that warpgroup's wgmmas.
+__device__ __forceinline__ void zero_v_tail(uint8_t* buf, int half, int first_row, int wg) {
+  const int rows = kTokensPerTile - first_row;
+  const int total = rows * kVAtomsPerHalf * kChunksPerAtomRow;  // 16-byte chunks
+  for (int idx = threadIdx.x % 128; idx < total; idx += 128) {
+    const int a = idx / (rows * kChunksPerAtomRow);
+    const int rem = idx % (rows * kChunksPerAtomRow);
+    const int row = first_row + rem / kChunksPerAtomRow;
+    *reinterpret_cast<uint4*>(buf + (half * kVAtomsPerHalf + a) * kAtomBytes + row * 128 +
+                              (rem % kChunksPerAtomRow) * 16) = make_uint4(0, 0, 0, 0);
+  }
+  sm90::fence_proxy_async();
+  sm90::named_barrier_sync(kBarWarpgroup + wg, 128);
+}
+
+template <typename T, int kDqk>
+__global__ void __launch_bounds__(kThreads, 1)
+    pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  using Plan = PairSmemPlan<kDqk>;
+  constexpr int kQAtoms = Plan::kQAtoms;
+  constexpr int kHalf = kVAtomsPerHalf;  // atoms [0, 4) = V_L, [4, kQAtoms) = V_R (+ RoPE)
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>(
+      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  float* m_smem = reinterpret_cast<float*>(smem + Plan::kM);
+  float* scale0_smem = reinterpret_cast<float*>(smem + Plan::kScale0);
+  float* scale1_smem = reinterpret_cast<float*>(smem + Plan::kScale1);
+  float* row_sum_smem = reinterpret_cast<float*>(smem + Plan::kRowSum);
+  uint8_t* k0_smem = smem + Plan::kK0;
+  uint8_t* k1_smem = smem + Plan::kK1;
+  const uint32_t q_addr = sm90::smem_addr(smem + Plan::kQ);
+  const uint32_t k0_addr = sm90::smem_addr(k0_smem);
+  const uint32_t k1_addr = sm90::smem_addr(k1_smem);
+  const uint32_t p0_addr = sm90::smem_addr(smem + Plan::kP0);
+  const uint32_t p1_addr = sm90::smem_addr(smem + Plan::kP1);
+  const uint32_t bars0 = sm90::smem_addr(smem + Plan::kBars);
+  const uint32_t bars1 = bars0 + 8 * kQAtoms;
+
+  const int tid = threadIdx.x;
+  const int wg = tid / 128;
+  const int t128 = tid % 128;
+  const int warp = t128 / 32;
+  const int lane = tid % 32;
+  const int quad_col = lane % 4;
+  const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
+
+  sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
+  const int part = blockIdx.x;
+  const int kvh = blockIdx.y;
+  const int row_base = blockIdx.z * kRowsPerTile;
+  const int valid_rows = min(kRowsPerTile, p.rows - row_base);
+
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  const int c_begin = view.part_begin()[part];
+  const int c_end = view.part_begin()[part + 1];
+
+  const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
+  const uint64_t desc_k0 = sm90::make_smem_desc(k0_addr, 16, 1024);
+  const uint64_t desc_k1 = sm90::make_smem_desc(k1_addr, 16, 1024);
+  const uint64_t policy = sm90::l2_policy_evict_first();
+  if (tid == 0) {
+    for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars0 + 8 * a, 1);
+    sm90::fence_mbarrier_init();
+  }
+  // Parity of the next completion of this warpgroup's buffer (WG0: K0, WG1: K1). Every load of
+  // a buffer is consumed by exactly one S of its warpgroup, so phases stay in step across chunks.
+  uint32_t parity = 0;
+
+  for (int c = c_begin; c < c_end; ++c) {
+    const sched::Chunk ch = view.chunks()[c];
+    const int64_t req = ch.req;
+    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
+    const int32_t* table = p.block_table + req * p.bt_stride[0];
+
+    // Keys row r may see: [0, limit). Padding rows see nothing.
+    int64_t limit[2];
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      limit[h] = 0;
+      if (my_row[h] < valid_rows) {
+        const int i = (row_base + my_row[h]) / p.group;
+        limit[h] = p.causal ? len - p.s_q + i + 1 : len;
+        limit[h] = limit[h] < 0 ? 0 : limit[h];
+      }
+    }
+    int64_t min_limit = len, max_limit = len;
+    if (p.causal) {
+      min_limit = len - p.s_q + row_base / p.group + 1;
+      min_limit = min_limit < 0 ? 0 : min_limit;
+      max_limit = len - p.s_q + (row_base + valid_rows - 1) / p.group + 1;
+      max_limit = max_limit < 0 ? 0 : max_limit;
+    }
+    const int64_t tok_begin = int64_t{ch.tile_begin} * kTokensPerTile;
+    int64_t tok_end = int64_t{ch.tile_end} * kTokensPerTile;
+    tok_end = tok_end < max_limit ? tok_end : max_limit;
+    const int n_blocks = tok_end > tok_begin
+                             ? static_cast<int>((tok_end - tok_begin + kTokensPerTile - 1) /
+                                                kTokensPerTile)
+                             : 0;
+
+    __syncthreads();  // the previous chunk is done with every buffer
+    if (n_blocks > 0) {
+      load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
+      if (tid == 0) {
+        load_atoms<0, kQAtoms>(p, &tmap, table, kvh, tok_begin, k0_addr, bars0, policy);
+        if (n_blocks > 1) {  // WG1 reads its buffer's second half first
+          load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok_begin + kTokensPerTile, k1_addr,
+                                     bars1, policy);
+          load_atoms<0, kHalf>(p, &tmap, table, kvh, tok_begin + kTokensPerTile, k1_addr, bars1,
+                               policy);
+        }
+      }
+    }
+    sm90::cp_async_commit();
+    sm90::cp_async_wait<0>();
+    sm90::fence_proxy_async();
+    if (tid < kRowsPerTile) m_smem[tid] = -INFINITY;
+    __syncthreads();  // Q visible to the tensor cores, running max reset
+
+    float o[128];
+#pragma unroll
+    for (int e = 0; e < 128; ++e) o[e] = 0.0f;
+    float l[2] = {0.0f, 0.0f};  // this thread's share of its warpgroup's row sums
+    float s[32];
+    uint32_t pb[16];
+    uint32_t q8[16];
+    if constexpr (Plan::kRopeInRegs) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        uint32_t r[4];
+        sm90::ldmatrix_x4(r, q_addr + (kQAtoms - 1) * kAtomBytes +
+                                 sm90::swizzle128_offset(16 * warp + lane % 16, 2 * kk + lane / 16));
+#pragma unroll
+        for (int i = 0; i < 4; ++i) q8[4 * kk + i] = r[i];
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 16; ++i) q8[i] = 0;
+    }
+
+    // First S of each warpgroup: WG0 block 0, WG1 block 1.
+    if (wg < n_blocks) {
+      if (wg == 0) {
+        issue_qk_atoms<T, kQAtoms, 0, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
+      } else {
+        issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+        issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
+      }
+      parity ^= 1;
+    }
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(s);
+
+    for (int b = 0; b < n_blocks; b += 2) {
+      const bool has1 = b + 1 < n_blocks;
+      const bool next0 = b + 2 < n_blocks;
+      const bool next1 = b + 3 < n_blocks;
+      const int64_t tok0 = tok_begin + int64_t{b} * kTokensPerTile;
+      const int64_t tok1 = tok0 + kTokensPerTile;
+      if (wg == 0) {
+        // ---- softmax of S0 against the running max ----
+        float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
+        scale_mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0,
+                          quad_col, mx);
+        float m_new[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float m_old = m_smem[my_row[h]];
+          m_new[h] = fmaxf(m_old, mx[h]);
+          mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];  // nothing seen yet: P = 0, no NaN
+          sc[h] = fast_exp2(m_old - mu[h]);
+        }
+        __syncwarp();  // every lane of the quad has read the old max
+        if (quad_col == 0) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            m_smem[my_row[h]] = m_new[h];
+            scale0_smem[my_row[h]] = sc[h];
+          }
+        }
+        exp_to_fragments<T>(s, mu, pb, sum);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
+        sm90::named_barrier_arrive(kBarScale0, kThreads);
+        rescale_o(o, sc[0], sc[1]);
+
+        // ---- O_L += P0 V0_L ----
+        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, static_cast<int>(len - tok0), 0);
+        issue_pv_rs<T>(o, pb, k0_addr, 0);
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(o);
+        sm90::fence_regs(pb);
+
+        // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
+        sm90::named_barrier_sync(kBarScale1, kThreads);
+        if (next0 && t128 == 0)
+          load_atoms<0, kHalf>(p, &tmap, table, kvh, tok0 + 2 * kTokensPerTile, k0_addr, bars0,
+                               policy);
+        float sc1[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) sc1[h] = scale1_smem[my_row[h]];
+#pragma unroll
+        for (int j = 0; j < 8; ++j)
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            pb[2 * j + h] = pack2<T>(s[4 * j + 2 * h] * sc1[h], s[4 * j + 2 * h + 1] * sc1[h]);
+        store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
+        sm90::fence_proxy_async();
+        sm90::named_barrier_arrive(kBarP0, kThreads);
+
+        // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
+        rescale_o(o, sc1[0], sc1[1]);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] *= sc1[h];
+        if (has1) {
+          if (tok1 + kTokensPerTile > len)
+            zero_v_tail(k1_smem, 0, static_cast<int>(len - tok1), 0);
+          sm90::named_barrier_sync(kBarP1, kThreads);
+          issue_pv_ss<T>(o, p1_addr, k1_addr, 0);
+        }
+
+        // ---- next S0 (block b + 2); refill K1's first half once P1 V1_L is done ----
+        if (next0)
+          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, true);
+        if (next1) {
+          sm90::wgmma_wait<kHalf>();
+          if (t128 == 0)
+            load_atoms<0, kHalf>(p, &tmap, table, kvh, tok1 + 2 * kTokensPerTile, k1_addr, bars1,
+                                 policy);
+        }
+        if (next0) {
+          issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity,
+                                                     false);
+          parity ^= 1;
+        }
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(o);
+        sm90::fence_regs(s);
+      } else {
+        // ---- softmax of S1 against m0 ----
+        sm90::named_barrier_sync(kBarScale0, kThreads);
+        float f[2];
+        if (has1) {
+          float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
+          scale_mask_rowmax(s, p.scale_log2, tok1 + kTokensPerTile > min_limit, limit, tok1,
+                            quad_col, mx);
+          float m_new[2];
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const float m_old = m_smem[my_row[h]];
+            m_new[h] = fmaxf(m_old, mx[h]);
+            mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];
+            sc[h] = fast_exp2(m_old - mu[h]);
+          }
+          __syncwarp();
+          if (quad_col == 0) {
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              m_smem[my_row[h]] = m_new[h];
+              scale1_smem[my_row[h]] = sc[h];
+            }
+          }
+          exp_to_fragments<T>(s, mu, pb, sum);
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            f[h] = sc[h] * scale0_smem[my_row[h]];
+            l[h] = l[h] * f[h] + sum[h];
+          }
+        } else {  // odd block count: no S1, the max stays m0
+          if (quad_col == 0) {
+            scale1_smem[my_row[0]] = 1.0f;
+            scale1_smem[my_row[1]] = 1.0f;
+          }
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            f[h] = scale0_smem[my_row[h]];
+            l[h] *= f[h];
+          }
+        }
+        sm90::named_barrier_arrive(kBarScale1, kThreads);
+        rescale_o(o, f[0], f[1]);
+
+        // ---- O_R += P1 V1_R (P1 from registers; P1 also to shared memory for WG0) ----
+        if (has1) {
+          store_fragments(smem + Plan::kP1, pb, my_row, quad_col);
+          sm90::fence_proxy_async();
+          if (tok1 + kTokensPerTile > len)
+            zero_v_tail(k1_smem, 1, static_cast<int>(len - tok1), 1);
+          issue_pv_rs<T>(o, pb, k1_addr, 1);
+        }
+
+        // ---- O_R += P0' V0_R ----
+        sm90::named_barrier_sync(kBarP0, kThreads);
+        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 1, static_cast<int>(len - tok0), 1);
+        issue_pv_ss<T>(o, p0_addr, k0_addr, 1);
+        if (has1) sm90::named_barrier_arrive(kBarP1, kThreads);
+
+        // ---- refill the second halves as their P V finish; next S1 (block b + 3) ----
+        if (next1) {
+          sm90::wgmma_wait<1>();
+          if (t128 == 0)
+            load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok1 + 2 * kTokensPerTile, k1_addr,
+                                       bars1, policy);
+        }
+        if (next0) {
+          sm90::wgmma_wait<0>();
+          if (t128 == 0)
+            load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok0 + 2 * kTokensPerTile, k0_addr,
+                                       bars0, policy);
+        }
+        if (next1) {
+          issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
+          parity ^= 1;
+        }
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(o);
+        sm90::fence_regs(s);
+        sm90::fence_regs(pb);
+      }
+    }
+
+    // Row sums: across the quad, then across the two warpgroups; final max from shared memory.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
+      l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
+      if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
+    }
+    __syncthreads();
+    const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
+    write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
+                    req, ch.slot);
+  }
+#endif
+}
+
+}  // namespace flashmla::cuda::mla_decode
