@@ -8,6 +8,9 @@
 // The total cost is cut into num_parts nearly equal, contiguous ranges over the request order.
 // A request cut by part boundaries becomes several "chunks", each written to its own partial
 // slot, merged by the combine step; a request with one chunk is written straight to the output.
+// Splitting buys balance but costs float32 partials and the combine, so when whole requests,
+// packed in order, fit in parts at most 1/kWholeSlackDiv above the balanced size (e.g. a batch of
+// equal lengths larger than num_parts), no request is split.
 // Every request, even one with 0 tokens, has at least one chunk (whoever owns it writes out = 0
 // and lse = +inf).
 //
@@ -31,6 +34,7 @@ namespace flashmla::sched {
 inline constexpr int32_t kMagic = 0x4D4C4131;  // "MLA1"
 inline constexpr int kTileTokens = 64;
 inline constexpr int kFixedCostTiles = 5;
+inline constexpr int kWholeSlackDiv = 25;  // whole-request parts may be 4 % above balanced
 inline constexpr int kHeaderElems = 8;
 inline constexpr int kChunkElems = 4;
 
@@ -92,7 +96,37 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     part_begin[part] = n_chunks;
   };
 
-  for (int64_t r = 0; r < b; ++r) {
+  // Whole requests, if they fit in num_parts parts of capacity `cap` packed in order.
+  const int64_t cap = per_part + per_part / kWholeSlackDiv;
+  bool whole = true;
+  {
+    int used = 1;
+    int64_t fill = 0;
+    for (int64_t r = 0; r < b && whole; ++r) {
+      const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
+      const int64_t c = tiles_of(len) + kFixedCostTiles;
+      if (c > cap) whole = false;
+      if (fill > 0 && fill + c > cap) {
+        ++used;
+        fill = 0;
+      }
+      fill += c;
+    }
+    whole = whole && used <= num_parts;
+  }
+  if (whole) {
+    for (int64_t r = 0; r < b; ++r) {
+      const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
+      const int32_t n = tiles_of(len);
+      if (filled > 0 && filled + n + kFixedCostTiles > cap) close_part();
+      chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), 0, n, -1};
+      filled += n + kFixedCostTiles;
+      num_splits[r] = 1;
+      first_slot[r] = -1;
+    }
+  }
+
+  for (int64_t r = 0; r < b && !whole; ++r) {
     const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
     const int32_t n = tiles_of(len);
     // Do not start a request's fixed cost at the very end of a part.

@@ -50,6 +50,17 @@ EncodeTiled encode_tiled() {
   return fn;
 }
 
+// L2 promotion of the KV boxes' misses; FLASHMLA_DENSE_DECODE_L2PROMO=0/64/128/256 for A/B.
+CUtensorMapL2promotion l2_promotion() {
+  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_L2PROMO")) {
+    const std::string s = v;
+    if (s == "0") return CU_TENSOR_MAP_L2_PROMOTION_NONE;
+    if (s == "64") return CU_TENSOR_MAP_L2_PROMOTION_L2_64B;
+    if (s == "128") return CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
+  }
+  return CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+}
+
 // TMA is used when a 64-token box always lies inside one page and the strides suit the copy
 // engine (multiples of 16 bytes). Returns false to select the cp.async gather path.
 bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
@@ -78,7 +89,7 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   const CUresult r = encode_tiled()(
       map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
       k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_SWIZZLE_128B, l2_promotion(),
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
 }
@@ -135,6 +146,21 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_LOCKSTEP"); v && *v == '1')
     m.variant = mla_decode::kVariantLockstep;
 
+  // Grid order A/B (FLASHMLA_DENSE_DECODE_GRID): "tiles" (default) puts the q tiles of a part
+  // in adjacent CTAs, "cluster" also clusters them in pairs, "parts" is the session-1 order.
+  m.tiles_fastest = 1;
+  m.cluster_tiles = 1;
+  if (const char* g = std::getenv("FLASHMLA_DENSE_DECODE_GRID")) {
+    const std::string grid = g;
+    if (grid == "parts") m.tiles_fastest = 0;
+    const int q_tiles = (m.rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
+    if (grid == "cluster" && q_tiles % 2 == 0) m.cluster_tiles = 2;
+  }
+
+  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_EVICT"); v && std::string(v) == "normal")
+    m.kv_evict_normal = 1;
+
+  if (const char* v = std::getenv("FLASHMLA_DD_DEBUG")) m.debug = std::atoi(v);
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
 

@@ -52,6 +52,21 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// The dynamic shared-memory base rounded up to 1024 bytes (swizzle atoms), by pointer arithmetic
+// on the __shared__ array itself so the compiler keeps shared (not generic) loads and stores.
+__device__ __forceinline__ uint8_t* align_smem_1024(uint8_t* smem_raw) {
+  return smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
+}
+
+// Grid coordinates: (q tile, kv head, part) with the q tiles of a part adjacent (they read the
+// same KV blocks: adjacent CTAs share the L2 path), or (part, kv head, q tile).
+__device__ __forceinline__ int cta_part(const MainParams& p) {
+  return p.tiles_fastest ? blockIdx.z : blockIdx.x;
+}
+__device__ __forceinline__ int cta_q_tile(const MainParams& p) {
+  return p.tiles_fastest ? blockIdx.x : blockIdx.z;
+}
+
 __device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
   return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
 }
@@ -217,8 +232,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kQAtoms = Plan::kQAtoms;
   constexpr int kVAtomsPerWg = kDimVPerWarpgroup / kAtomDims;  // 4
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = align_smem_1024(smem_raw);
   float* row_max_smem = reinterpret_cast<float*>(smem + Plan::kRowMax);  // [2][64]
   float* row_sum_smem = reinterpret_cast<float*>(smem + Plan::kRowSum);  // [2][64]
   const uint32_t q_addr = sm90::smem_addr(smem + Plan::kQ);
@@ -235,9 +249,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = blockIdx.x;
+  const int part = cta_part(p);
   const int kvh = blockIdx.y;
-  const int row_base = blockIdx.z * kRowsPerTile;
+  const int row_base = cta_q_tile(p) * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
@@ -514,8 +528,23 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
   FLASHMLA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int q_tiles = (p.rows + kRowsPerTile - 1) / kRowsPerTile;
-  const dim3 grid(p.num_parts, p.h_kv, q_tiles);
-  kernel<<<grid, kThreads, smem, stream>>>(p, tmap);
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = p.tiles_fastest ? dim3(q_tiles, p.h_kv, p.num_parts)
+                                : dim3(p.num_parts, p.h_kv, q_tiles);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  if (p.tiles_fastest && p.cluster_tiles > 1) {
+    // The q tiles of a part in one cluster: same GPC, so one L2 path serves both reads.
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = p.cluster_tiles;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, tmap));
   FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode main_kernel");
 }
 

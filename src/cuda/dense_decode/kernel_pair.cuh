@@ -35,28 +35,79 @@ inline constexpr int kBarP1 = 9;
 inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
 inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 
-// Cache block holding token `tok` of a request (clamped into the cache: bad block ids cannot
-// send the copy engine outside k_cache).
-__device__ __forceinline__ int page_block_of(const MainParams& p, const int32_t* table,
-                                             int64_t tok) {
-  int64_t blk = table[(tok / p.page_block_size) * p.bt_stride[1]];
-  blk = blk < 0 ? 0 : (blk >= p.num_blocks ? p.num_blocks - 1 : blk);
-  return static_cast<int>(blk);
+// Cache block and row of token `tok` of a request (block ids clamped into the cache: a bad
+// block id cannot send the copy engine outside k_cache). Token indices fit in 32 bits (lengths
+// are int32); page size 64, the common case, needs no division.
+__device__ __forceinline__ void page_of(const MainParams& p, const int32_t* table, int64_t tok,
+                                        int& blk, int& row) {
+  const int t = static_cast<int>(tok);
+  const int page = p.page_block_size;
+  const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
+  row = t - pg * page;
+  int64_t b = table[int64_t{pg} * p.bt_stride[1]];
+  b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
+  blk = static_cast<int>(b);
 }
 
-// Arms atom a's barrier with its bytes and issues its TMA box, for atoms [kFirst, kLast) of the
-// 64-token block starting at token `tok` (called by one thread).
+// Buffer parts, the index of their "empty" barrier: atoms [0, 4) (V_L), [4, 8) (V_R) and the
+// RoPE atom 8 (d_qk = 576; only S reads it, so it is refilled as soon as S is done) of K0, K1.
+inline constexpr int kK0Lo = 0;
+inline constexpr int kK0Hi = 1;
+inline constexpr int kK1Lo = 2;
+inline constexpr int kK1Hi = 3;
+inline constexpr int kK0Rope = 4;
+inline constexpr int kK1Rope = 5;
+inline constexpr int kBufferParts = 6;
+
+// TMA loads of KV block halves, shared by the CTAs of a cluster (the q tiles of one part read
+// the same blocks): each CTA copies every csize-th atom and multicasts it to all of them, so a
+// block crosses L2 -> SM once per cluster instead of once per CTA. A half is refilled only after
+// every CTA of the cluster released it (its "empty" barrier takes one arrival per CTA). Thread 0
+// (WG0) loads and releases the lo halves, thread 128 (WG1) the hi halves; each load is used and
+// released exactly once, so the barriers' phases stay in step across chunks. Everything but the
+// parity bits (`loads`) is recomputed per call: these run in one thread, the registers would be
+// held by all.
+__device__ __forceinline__ uint32_t cluster_size(const MainParams& p) {
+  return p.tiles_fastest && p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
+}
+
+__device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty, int h) {
+  sm90::mbarrier_arrive(empty + 8 * h);
+  if (cluster_size(p) > 1)
+    sm90::mbarrier_arrive_cluster(
+        sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
+}
+
+// Atoms [kFirst, kLast) of request req's 64-token block starting at token `tok` into a buffer
+// whose atom barriers start at `bars`: arms every atom's barrier here, copies this CTA's share.
 template <int kFirst, int kLast>
-__device__ __forceinline__ void load_atoms(const MainParams& p, const CUtensorMap* tmap,
-                                           const int32_t* table, int kvh, int64_t tok,
-                                           uint32_t buf_addr, uint32_t bars, uint64_t policy) {
-  const int blk = page_block_of(p, table, tok);
-  const int row = static_cast<int>(tok % p.page_block_size);
+__device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap,
+                                          int64_t req, int kvh, uint32_t empty, uint32_t& loads,
+                                          int h, int64_t tok, uint32_t buf_addr,
+                                          uint32_t bars) {
+  sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // a fresh barrier passes
+  loads ^= 1u << h;
+  int blk, row;
+  page_of(p, p.block_table + req * p.bt_stride[0], tok, blk, row);
+  const uint32_t csize = cluster_size(p);
+  const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
+  const uint64_t policy =
+      p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
+  if (p.debug & 1) {  // TEMPORARY timing switch: no copies, barriers complete at once
+#pragma unroll
+    for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive(bars + 8 * a);
+    return;
+  }
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
-    sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
-    sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
-                      blk, policy);
+    if (csize == 1)
+      sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
+                        blk, policy);
+    else if (static_cast<uint32_t>(a) % csize == rank)
+      sm90::tma_load_4d_multicast(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims,
+                                  row, kvh, blk, static_cast<uint16_t>((1u << csize) - 1), policy);
   }
 }
 
@@ -114,19 +165,16 @@ __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, ui
   sm90::wgmma_commit();
 }
 
-// Scales S (one 64 x 64 block, accumulator layout) into the log2 domain, masks keys at or past
-// each row's limit (-inf: a select, so garbage scores of rows past the end never survive), and
-// returns the quad-reduced row maxima.
-__device__ __forceinline__ void scale_mask_rowmax(float (&s)[32], float scale, bool need_mask,
-                                                  const int64_t (&limit)[2], int64_t tok0,
-                                                  int quad_col, float (&mx)[2]) {
+// Masks keys at or past each row's limit in S (one 64 x 64 block, accumulator layout, raw
+// scores; -inf by a select, so garbage scores of rows past the end never survive) and returns the
+// quad-reduced row maxima in the log2 domain (scale > 0, so the max commutes with the scaling).
+__device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool need_mask,
+                                            const int64_t (&limit)[2], int64_t tok0, int quad_col,
+                                            float (&mx)[2]) {
   mx[0] = mx[1] = -INFINITY;
   if (!need_mask) {
 #pragma unroll
-    for (int e = 0; e < 32; ++e) {
-      s[e] *= scale;
-      mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
-    }
+    for (int e = 0; e < 32; ++e) mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
   } else {
     int rel[2];  // limits relative to this thread's first column, in [-1, 64]
 #pragma unroll
@@ -140,7 +188,7 @@ __device__ __forceinline__ void scale_mask_rowmax(float (&s)[32], float scale, b
       for (int e = 0; e < 4; ++e) {
         const int h = e / 2;
         float& x = s[4 * j + e];
-        x = 8 * j + (e & 1) < rel[h] ? x * scale : -INFINITY;
+        x = 8 * j + (e & 1) < rel[h] ? x : -INFINITY;
         mx[h] = fmaxf(mx[h], x);
       }
   }
@@ -148,19 +196,21 @@ __device__ __forceinline__ void scale_mask_rowmax(float (&s)[32], float scale, b
   for (int h = 0; h < 2; ++h) {
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
     mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    mx[h] *= scale;
   }
 }
 
-// P = 2^(S - mu) in place (float), its 16-bit A fragments in pb, and its row sums added to sum.
+// P = 2^(S scale - mu) in place (float), its 16-bit A fragments in pb, and its row sums added to
+// sum.
 template <typename T>
-__device__ __forceinline__ void exp_to_fragments(float (&s)[32], const float (&mu)[2],
+__device__ __forceinline__ void exp_to_fragments(float (&s)[32], float scale, const float (&mu)[2],
                                                  uint32_t (&pb)[16], float (&sum)[2]) {
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const float p0 = fast_exp2(s[4 * j + 2 * h] - mu[h]);
-      const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - mu[h]);
+      const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], scale, -mu[h]));
+      const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale, -mu[h]));
       s[4 * j + 2 * h] = p0;
       s[4 * j + 2 * h + 1] = p1;
       sum[h] += p0 + p1;
@@ -202,10 +252,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = PairSmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
-  constexpr int kHalf = kVAtomsPerHalf;  // atoms [0, 4) = V_L, [4, kQAtoms) = V_R (+ RoPE)
+  constexpr int kHalf = kVAtomsPerHalf;  // atoms [0, 4) = V_L, [4, 8) = V_R, 8 = RoPE
+  constexpr int kV = kDimV / kAtomDims;  // 8
+  constexpr bool kRope = Plan::kRopeInRegs;
+  // Commit groups of an S issued ahead of the V_L half (the RoPE atom, then atoms 0-3).
+  constexpr int kGroupsBeforeHi = kHalf + (kRope ? 1 : 0);
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = align_smem_1024(smem_raw);
   float* m_smem = reinterpret_cast<float*>(smem + Plan::kM);
   float* scale0_smem = reinterpret_cast<float*>(smem + Plan::kScale0);
   float* scale1_smem = reinterpret_cast<float*>(smem + Plan::kScale1);
@@ -229,9 +282,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = blockIdx.x;
+  const int part = cta_part(p);
   const int kvh = blockIdx.y;
-  const int row_base = blockIdx.z * kRowsPerTile;
+  const int row_base = cta_q_tile(p) * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
@@ -241,11 +294,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
   const uint64_t desc_k0 = sm90::make_smem_desc(k0_addr, 16, 1024);
   const uint64_t desc_k1 = sm90::make_smem_desc(k1_addr, 16, 1024);
-  const uint64_t policy = sm90::l2_policy_evict_first();
+  const uint32_t csize = cluster_size(p);
+  const uint32_t empty = sm90::smem_addr(smem + Plan::kEmpty);
   if (tid == 0) {
     for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars0 + 8 * a, 1);
+    for (int h = 0; h < kBufferParts; ++h)
+      sm90::mbarrier_init(empty + 8 * h, static_cast<int>(csize));
     sm90::fence_mbarrier_init();
   }
+  uint32_t loads = 0;  // threads 0 and 128: parity bits of their halves' loads
+  if (csize > 1) sm90::cluster_sync();  // the peer's barriers are initialised before any arrival
   // Parity of the next completion of this warpgroup's buffer (WG0: K0, WG1: K1). Every load of
   // a buffer is consumed by exactly one S of its warpgroup, so phases stay in step across chunks.
   uint32_t parity = 0;
@@ -254,7 +312,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     const sched::Chunk ch = view.chunks()[c];
     const int64_t req = ch.req;
     const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
-    const int32_t* table = p.block_table + req * p.bt_stride[0];
 
     // Keys row r may see: [0, limit). Padding rows see nothing.
     int64_t limit[2];
@@ -267,11 +324,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         limit[h] = limit[h] < 0 ? 0 : limit[h];
       }
     }
+    // Blocks to visit: up to the last key any row of the cluster sees (the CTAs of a cluster
+    // walk the same blocks; keys past a row's own limit are masked).
     int64_t min_limit = len, max_limit = len;
     if (p.causal) {
+      const int cluster_row_end =
+          min(p.rows, static_cast<int>(cta_q_tile(p) / csize * csize + csize) * kRowsPerTile);
       min_limit = len - p.s_q + row_base / p.group + 1;
       min_limit = min_limit < 0 ? 0 : min_limit;
-      max_limit = len - p.s_q + (row_base + valid_rows - 1) / p.group + 1;
+      max_limit = len - p.s_q + (cluster_row_end - 1) / p.group + 1;
       max_limit = max_limit < 0 ? 0 : max_limit;
     }
     const int64_t tok_begin = int64_t{ch.tile_begin} * kTokensPerTile;
@@ -284,16 +345,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     __syncthreads();  // the previous chunk is done with every buffer
     if (n_blocks > 0) {
-      load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
       if (tid == 0) {
-        load_atoms<0, kQAtoms>(p, &tmap, table, kvh, tok_begin, k0_addr, bars0, policy);
-        if (n_blocks > 1) {  // WG1 reads its buffer's second half first
-          load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok_begin + kTokensPerTile, k1_addr,
-                                     bars1, policy);
-          load_atoms<0, kHalf>(p, &tmap, table, kvh, tok_begin + kTokensPerTile, k1_addr, bars1,
-                               policy);
+        if constexpr (kRope)
+          load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK0Rope, tok_begin, k0_addr,
+                                 bars0);
+        load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK0Lo, tok_begin, k0_addr, bars0);
+        if (n_blocks > 1)
+          load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK1Lo, tok_begin + kTokensPerTile,
+                              k1_addr, bars1);
+      } else if (tid == 128) {
+        load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK0Hi, tok_begin, k0_addr, bars0);
+        if (n_blocks > 1) {
+          if constexpr (kRope)
+            load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK1Rope,
+                                   tok_begin + kTokensPerTile, k1_addr, bars1);
+          load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK1Hi, tok_begin + kTokensPerTile,
+                               k1_addr, bars1);
         }
       }
+      load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
     }
     sm90::cp_async_commit();
     sm90::cp_async_wait<0>();
@@ -325,9 +395,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     // First S of each warpgroup: WG0 block 0, WG1 block 1.
     if (wg < n_blocks) {
       if (wg == 0) {
-        issue_qk_atoms<T, kQAtoms, 0, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
+        issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
+        issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
       } else {
-        issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+        issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+        issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
         issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
       }
       parity ^= 1;
@@ -342,10 +414,18 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t tok0 = tok_begin + int64_t{b} * kTokensPerTile;
       const int64_t tok1 = tok0 + kTokensPerTile;
       if (wg == 0) {
+        if constexpr (kRope) {  // S0 is done with K0's RoPE atom
+          if (t128 == 0) {
+            release_half(p, empty, kK0Rope);
+            if (next0)
+              load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK0Rope,
+                                     tok0 + 2 * kTokensPerTile, k0_addr, bars0);
+          }
+        }
         // ---- softmax of S0 against the running max ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
-        scale_mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0,
-                          quad_col, mx);
+        mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
+                    mx);
         float m_new[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
@@ -362,7 +442,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             scale0_smem[my_row[h]] = sc[h];
           }
         }
-        exp_to_fragments<T>(s, mu, pb, sum);
+        exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
         sm90::named_barrier_arrive(kBarScale0, kThreads);
@@ -374,12 +454,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
+        if (t128 == 0) release_half(p, empty, kK0Lo);
 
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
         sm90::named_barrier_sync(kBarScale1, kThreads);
         if (next0 && t128 == 0)
-          load_atoms<0, kHalf>(p, &tmap, table, kvh, tok0 + 2 * kTokensPerTile, k0_addr, bars0,
-                               policy);
+          load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK0Lo, tok0 + 2 * kTokensPerTile,
+                              k0_addr, bars0);
         float sc1[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) sc1[h] = scale1_smem[my_row[h]];
@@ -404,30 +485,43 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
 
         // ---- next S0 (block b + 2); refill K1's first half once P1 V1_L is done ----
-        if (next0)
-          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, true);
-        if (next1) {
-          sm90::wgmma_wait<kHalf>();
-          if (t128 == 0)
-            load_atoms<0, kHalf>(p, &tmap, table, kvh, tok1 + 2 * kTokensPerTile, k1_addr, bars1,
-                                 policy);
+        if (next0) {
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
+          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
+        }
+        if (has1) {
+          if (next0) sm90::wgmma_wait<kGroupsBeforeHi>();  // the S groups may stay in flight
+          else sm90::wgmma_wait<0>();
+          if (t128 == 0) {
+            release_half(p, empty, kK1Lo);
+            if (next1)
+              load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK1Lo,
+                                  tok1 + 2 * kTokensPerTile, k1_addr, bars1);
+          }
         }
         if (next0) {
-          issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity,
-                                                     false);
+          issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k0, bars0, parity, false);
           parity ^= 1;
         }
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(s);
       } else {
+        if constexpr (kRope) {  // S1 is done with K1's RoPE atom
+          if (t128 == 0 && has1) {
+            release_half(p, empty, kK1Rope);
+            if (next1)
+              load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK1Rope,
+                                     tok1 + 2 * kTokensPerTile, k1_addr, bars1);
+          }
+        }
         // ---- softmax of S1 against m0 ----
         sm90::named_barrier_sync(kBarScale0, kThreads);
         float f[2];
         if (has1) {
           float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
-          scale_mask_rowmax(s, p.scale_log2, tok1 + kTokensPerTile > min_limit, limit, tok1,
-                            quad_col, mx);
+          mask_rowmax(s, p.scale_log2, tok1 + kTokensPerTile > min_limit, limit, tok1, quad_col,
+                      mx);
           float m_new[2];
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
@@ -444,7 +538,7 @@ __global__ void __launch_bounds__(kThreads, 1)
               scale1_smem[my_row[h]] = sc[h];
             }
           }
-          exp_to_fragments<T>(s, mu, pb, sum);
+          exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
             f[h] = sc[h] * scale0_smem[my_row[h]];
@@ -480,20 +574,25 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (has1) sm90::named_barrier_arrive(kBarP1, kThreads);
 
         // ---- refill the second halves as their P V finish; next S1 (block b + 3) ----
-        if (next1) {
+        if (has1) {
           sm90::wgmma_wait<1>();
-          if (t128 == 0)
-            load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok1 + 2 * kTokensPerTile, k1_addr,
-                                       bars1, policy);
+          if (t128 == 0) {
+            release_half(p, empty, kK1Hi);
+            if (next1)
+              load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK1Hi,
+                                        tok1 + 2 * kTokensPerTile, k1_addr, bars1);
+          }
         }
-        if (next0) {
-          sm90::wgmma_wait<0>();
-          if (t128 == 0)
-            load_atoms<kHalf, kQAtoms>(p, &tmap, table, kvh, tok0 + 2 * kTokensPerTile, k0_addr,
-                                       bars0, policy);
+        sm90::wgmma_wait<0>();
+        if (t128 == 0) {
+          release_half(p, empty, kK0Hi);
+          if (next0)
+            load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK0Hi,
+                                      tok0 + 2 * kTokensPerTile, k0_addr, bars0);
         }
         if (next1) {
-          issue_qk_atoms<T, kQAtoms, kHalf, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
+          issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
           issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
           parity ^= 1;
         }
@@ -516,6 +615,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
   }
+  if (csize > 1) sm90::cluster_sync();  // no CTA leaves while its peer may still signal it
 #endif
 }
 

@@ -63,8 +63,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>(
-      (reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = align_smem_1024(smem_raw);
   float* m_a_smem = reinterpret_cast<float*>(smem + Plan::kRowMax);  // [64] WG0 -> WG1
   float* m_b_smem = m_a_smem + kRowsPerTile;                          // [64] WG1 -> WG0
   float* row_sum_smem = reinterpret_cast<float*>(smem + Plan::kRowSum);  // [2][64]
@@ -82,9 +81,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = blockIdx.x;
+  const int part = cta_part(p);
   const int kvh = blockIdx.y;
-  const int row_base = blockIdx.z * kRowsPerTile;
+  const int row_base = cta_q_tile(p) * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};

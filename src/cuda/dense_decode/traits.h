@@ -36,6 +36,10 @@ struct MainParams {
   float scale_log2;         // softmax_scale * log2(e)
   int causal;
   int use_tma;              // KV tiles by TMA (page_block_size % 64 == 0), else cp.async gathers
+  int tiles_fastest;        // grid (q_tiles, h_kv, num_parts), else (num_parts, h_kv, q_tiles)
+  int cluster_tiles;        // > 1: clusters of this many q tiles (tiles_fastest only)
+  int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint (A/B), else evict-first
+  int debug;
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
 };
@@ -75,6 +79,8 @@ struct SmemPlan {
 //   p1       one atom column (own, or Q's RoPE atom): P1, the A operand of WG0's P1 V1_L
 //   m[64], scale0[64], scale1[64], row_sum[2][64] float
 //   bars     [2][kQAtoms] uint64 mbarriers: one per atom column of k0 and k1
+//   empty    [6] uint64 mbarriers: buffer parts (k0, k1 x V_L, V_R, RoPE) released by every CTA of
+//            the cluster (they receive each other's multicast copies)
 template <int kDqk>
 struct PairSmemPlan {
   static constexpr int kQAtoms = kDqk / kAtomDims;
@@ -90,7 +96,8 @@ struct PairSmemPlan {
   static constexpr int kScale1 = kScale0 + kRowsPerTile * 4;
   static constexpr int kRowSum = kScale1 + kRowsPerTile * 4;
   static constexpr int kBars = kRowSum + kWarpgroups * kRowsPerTile * 4;
-  static constexpr int kEnd = kBars + 2 * kQAtoms * 8;
+  static constexpr int kEmpty = kBars + 2 * kQAtoms * 8;
+  static constexpr int kEnd = kEmpty + 6 * 8;
   static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
   static_assert(kQAtoms == kDimV / kAtomDims || kRopeInRegs, "d_qk must be 512 or 576");
   static_assert(kBytes <= 227 * 1024, "shared memory plan exceeds the sm_90 per-block limit");
