@@ -9,8 +9,9 @@
 //     (+1e-6 absolute for logsumexps near 0), inf positions exactly (SPEC.md §7);
 //   - every output element written (outputs are NaN-poisoned before each GPU run);
 //   - bitwise determinism over two GPU runs;
-//   - page sizes that are multiples of 64 (TMA, pair kernel by default) also through the
-//     launcher's A/B switches: the seesaw and lockstep kernels and the cp.async gather path.
+//   - page sizes that are multiples of 64 (TMA: pair kernel, or seesaw for <= 32 rows per kv
+//     head) also through the launcher's A/B switches: each of the pair, seesaw and lockstep
+//     kernels and the cp.async gather path.
 // Quick tier by default; FLASHMLA_TEST_TIER=full sweeps b, s_q, s_k, h_q/h_kv, page size,
 // causal, variable and zero lengths, both dtypes and d_qk 512. Skips when no device is usable.
 #include <cuda_runtime.h>
@@ -244,26 +245,34 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
   }
 
   // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
-  // seesaw and lockstep kernels on TMA tiles and the cp.async gather path must agree with the
-  // reference too.
-  std::vector<std::pair<const char*, HostTensor>> alt_outs;
+  // pair, seesaw and lockstep kernels on TMA tiles (whichever the launcher picks by default),
+  // the pair kernel with clustered q tiles and multicast loads, and the cp.async gather path must
+  // agree with the reference too.
+  struct Switch {
+    const char* name;
+    const char* value;
+  };
+  std::vector<std::pair<std::string, HostTensor>> alt_outs;
   if (c.page % 64 == 0) {
-    for (const char* env : {"FLASHMLA_DENSE_DECODE_SEESAW", "FLASHMLA_DENSE_DECODE_LOCKSTEP",
-                            "FLASHMLA_DENSE_DECODE_NO_TMA"}) {
-      setenv(env, "1", 1);
+    for (const Switch sw : {Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1"},
+                            Switch{"FLASHMLA_DENSE_DECODE_SEESAW", "1"},
+                            Switch{"FLASHMLA_DENSE_DECODE_LOCKSTEP", "1"},
+                            Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
+                            Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {
+      setenv(sw.name, sw.value, 1);
       d_out.poison();
       d_lse.poison();
       dense_decode(gp);
       FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
-      unsetenv(env);
+      unsetenv(sw.name);
       HostTensor alt(c.dtype, {c.b, c.s_q, c.h_q, d_v});
       d_out.download(alt.data(), alt.storage_bytes());
-      alt_outs.emplace_back(env, std::move(alt));
+      alt_outs.emplace_back(std::string(sw.name) + "=" + sw.value, std::move(alt));
     }
   }
-  for (const auto& [env, alt] : alt_outs)
-    EXPECT_TRUE(all_close(std::string("out with ") + env + "=1", alt.to_doubles(),
-                          ref_out.to_doubles(), alt.shape(), {8e-4, 2.0 / 128}));
+  for (const auto& [what, alt] : alt_outs)
+    EXPECT_TRUE(all_close("out with " + what, alt.to_doubles(), ref_out.to_doubles(),
+                          alt.shape(), {8e-4, 2.0 / 128}));
 
   const std::vector<double> got_o = out[0].to_doubles(), ref_o = ref_out.to_doubles();
   EXPECT_TRUE(all_close("out", got_o, ref_o, out[0].shape(), {8e-4, 2.0 / 128}));

@@ -18,6 +18,13 @@
 namespace flashmla::cuda {
 namespace {
 
+// True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == value;
+}
+
+
 // 16-byte copies need every row of q and k_cache to start on a 16-byte boundary; the 8-byte
 // output stores of the combine need rows on 8-byte boundaries. Views that break this are rare
 // (slices at odd offsets); they get a clear error rather than a misaligned access.
@@ -50,24 +57,12 @@ EncodeTiled encode_tiled() {
   return fn;
 }
 
-// L2 promotion of the KV boxes' misses; FLASHMLA_DENSE_DECODE_L2PROMO=0/64/128/256 for A/B.
-CUtensorMapL2promotion l2_promotion() {
-  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_L2PROMO")) {
-    const std::string s = v;
-    if (s == "0") return CU_TENSOR_MAP_L2_PROMOTION_NONE;
-    if (s == "64") return CU_TENSOR_MAP_L2_PROMOTION_L2_64B;
-    if (s == "128") return CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
-  }
-  return CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
-}
-
 // TMA is used when a 64-token box always lies inside one page and the strides suit the copy
 // engine (multiples of 16 bytes). Returns false to select the cp.async gather path.
 bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
                         CUtensorMap* map) {
   if (pb.page_block_size % mla_decode::kTokensPerTile != 0) return false;
-  if (const char* env = std::getenv("FLASHMLA_DENSE_DECODE_NO_TMA"); env && *env == '1')
-    return false;
+  if (env_is("FLASHMLA_DENSE_DECODE_NO_TMA", "1")) return false;
   const TensorView& k = p.k_cache;
   const int64_t row_bytes = int64_t{pb.d_qk} * 2;
   // Strides of size-1 dimensions are never used: give them any legal value.
@@ -89,9 +84,36 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   const CUresult r = encode_tiled()(
       map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
       k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, l2_promotion(),
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
+}
+
+// Kernel choice for page sizes that are multiples of 64 (docs/dense-decode-design.md, measured in
+// docs/perf-journal.md): up to kSmallRows query rows per kv head the job is bandwidth-bound and
+// the seesaw kernel with evict-normal KV loads streams fastest (D5/D6: 96 % of copy bandwidth);
+// above, the pair kernel with evict-first loads (the q tiles of a part share each block in L2).
+// Environment switches, read per call, for A/B timing and for the tests:
+//   FLASHMLA_DENSE_DECODE_PAIR / _SEESAW / _LOCKSTEP = 1   force that kernel
+//   FLASHMLA_DENSE_DECODE_EVICT = normal | first           force the L2 hint of KV loads
+//   FLASHMLA_DENSE_DECODE_GRID = cluster                    pair kernel, q tiles in clusters of 2
+//                                                           with multicast KV loads (slower)
+//   FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS = 1                 pair kernel, bar.sync hand-offs
+//                                                           (for racecheck; slower)
+void choose_kernel(mla_decode::MainParams* m) {
+  constexpr int kSmallRows = 32;
+  const bool small = m->rows <= kSmallRows;
+  m->variant = small ? mla_decode::kVariantSeesaw : mla_decode::kVariantPair;
+  m->kv_evict_normal = small ? 1 : 0;
+  if (env_is("FLASHMLA_DENSE_DECODE_PAIR", "1")) m->variant = mla_decode::kVariantPair;
+  if (env_is("FLASHMLA_DENSE_DECODE_SEESAW", "1")) m->variant = mla_decode::kVariantSeesaw;
+  if (env_is("FLASHMLA_DENSE_DECODE_LOCKSTEP", "1")) m->variant = mla_decode::kVariantLockstep;
+  if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "normal")) m->kv_evict_normal = 1;
+  if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "first")) m->kv_evict_normal = 0;
+  m->sync_handoffs = env_is("FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS", "1") ? 1 : 0;
+  m->cluster_tiles = 1;
+  const int q_tiles = (m->rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
+  if (env_is("FLASHMLA_DENSE_DECODE_GRID", "cluster") && q_tiles % 2 == 0) m->cluster_tiles = 2;
 }
 
 }  // namespace
@@ -138,29 +160,8 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.max_len = pb.max_blocks_per_seq * pb.page_block_size;
   m.scale_log2 = pb.scale * mla_decode::kLog2e;
   m.causal = p.causal ? 1 : 0;
-  // A/B switches for timing and tests (read per call, like FLASHMLA_DENSE_DECODE_NO_TMA): run the
-  // TMA path through the lockstep or the seesaw kernel instead of the pair kernel.
-  m.variant = mla_decode::kVariantPair;
-  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_SEESAW"); v && *v == '1')
-    m.variant = mla_decode::kVariantSeesaw;
-  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_LOCKSTEP"); v && *v == '1')
-    m.variant = mla_decode::kVariantLockstep;
+  choose_kernel(&m);
 
-  // Grid order A/B (FLASHMLA_DENSE_DECODE_GRID): "tiles" (default) puts the q tiles of a part
-  // in adjacent CTAs, "cluster" also clusters them in pairs, "parts" is the session-1 order.
-  m.tiles_fastest = 1;
-  m.cluster_tiles = 1;
-  if (const char* g = std::getenv("FLASHMLA_DENSE_DECODE_GRID")) {
-    const std::string grid = g;
-    if (grid == "parts") m.tiles_fastest = 0;
-    const int q_tiles = (m.rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
-    if (grid == "cluster" && q_tiles % 2 == 0) m.cluster_tiles = 2;
-  }
-
-  if (const char* v = std::getenv("FLASHMLA_DENSE_DECODE_EVICT"); v && std::string(v) == "normal")
-    m.kv_evict_normal = 1;
-
-  if (const char* v = std::getenv("FLASHMLA_DD_DEBUG")) m.debug = std::atoi(v);
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
 

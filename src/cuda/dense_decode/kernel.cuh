@@ -58,14 +58,20 @@ __device__ __forceinline__ uint8_t* align_smem_1024(uint8_t* smem_raw) {
   return smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
 }
 
-// Grid coordinates: (q tile, kv head, part) with the q tiles of a part adjacent (they read the
-// same KV blocks: adjacent CTAs share the L2 path), or (part, kv head, q tile).
-__device__ __forceinline__ int cta_part(const MainParams& p) {
-  return p.tiles_fastest ? blockIdx.z : blockIdx.x;
+// One side of a hand-off between the two warpgroups of the pair kernel: `bar.arrive` (the other
+// side syncs), or, with FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS=1, `bar.sync` on both sides (slower;
+// no cycle of the pair schedule runs through a hand-off, so it cannot deadlock; the seesaw's
+// can: its producer thread waits on an mbarrier between hand-offs, so it keeps bar.arrive). The variant exists for compute-sanitizer racecheck, which does
+// not credit `bar.arrive` with ordering the arriving side's earlier shared-memory accesses.
+__device__ __forceinline__ void hand_off(const MainParams& p, int bar) {
+  if (p.sync_handoffs) sm90::named_barrier_sync(bar, kThreads);
+  else sm90::named_barrier_arrive(bar, kThreads);
 }
-__device__ __forceinline__ int cta_q_tile(const MainParams& p) {
-  return p.tiles_fastest ? blockIdx.x : blockIdx.z;
-}
+
+// Grid coordinates: (q tile, kv head, part), the q tiles of a part in adjacent CTAs (they read
+// the same KV blocks at about the same time, so the second read hits in L2).
+__device__ __forceinline__ int cta_part(const MainParams&) { return blockIdx.z; }
+__device__ __forceinline__ int cta_q_tile(const MainParams&) { return blockIdx.x; }
 
 __device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
   return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
@@ -269,7 +275,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint32_t full_bar = sm90::smem_addr(smem + Plan::kBars);
   const uint32_t empty_bar = full_bar + 8 * kKvStages;
   const bool use_tma = p.use_tma != 0;
-  const uint64_t policy = sm90::l2_policy_evict_first();
+  const uint64_t policy =
+      p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
   if (use_tma && tid == 0) {
     for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(full_bar + 8 * st, 1);
     for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(empty_bar + 8 * st, kWarpgroups);
@@ -529,13 +536,12 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int q_tiles = (p.rows + kRowsPerTile - 1) / kRowsPerTile;
   cudaLaunchConfig_t cfg{};
-  cfg.gridDim = p.tiles_fastest ? dim3(q_tiles, p.h_kv, p.num_parts)
-                                : dim3(p.num_parts, p.h_kv, q_tiles);
+  cfg.gridDim = dim3(q_tiles, p.h_kv, p.num_parts);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];
-  if (p.tiles_fastest && p.cluster_tiles > 1) {
+  if (p.cluster_tiles > 1) {
     // The q tiles of a part in one cluster: same GPC, so one L2 path serves both reads.
     attr[0].id = cudaLaunchAttributeClusterDimension;
     attr[0].val.clusterDim.x = p.cluster_tiles;

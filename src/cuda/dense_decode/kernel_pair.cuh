@@ -35,18 +35,20 @@ inline constexpr int kBarP1 = 9;
 inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
 inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 
-// Cache block and row of token `tok` of a request (block ids clamped into the cache: a bad
-// block id cannot send the copy engine outside k_cache). Token indices fit in 32 bits (lengths
-// are int32); page size 64, the common case, needs no division.
-__device__ __forceinline__ void page_of(const MainParams& p, const int32_t* table, int64_t tok,
-                                        int& blk, int& row) {
+// Cache block and first row of a request's 64-token block starting at token `tok` (block ids
+// clamped into the cache: a bad block id cannot send the copy engine outside k_cache). Token
+// indices fit in 32 bits (lengths are int32); page size 64, the common case, needs no division.
+// The loader threads read these a while before the copy, off the critical path.
+struct BlockAddr {
+  int blk, row;
+};
+__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int64_t req, int64_t tok) {
   const int t = static_cast<int>(tok);
   const int page = p.page_block_size;
   const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
-  row = t - pg * page;
-  int64_t b = table[int64_t{pg} * p.bt_stride[1]];
+  int64_t b = p.block_table[req * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
   b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
-  blk = static_cast<int>(b);
+  return {static_cast<int>(b), t - pg * page};
 }
 
 // Buffer parts, the index of their "empty" barrier: atoms [0, 4) (V_L), [4, 8) (V_R) and the
@@ -68,7 +70,7 @@ inline constexpr int kBufferParts = 6;
 // parity bits (`loads`) is recomputed per call: these run in one thread, the registers would be
 // held by all.
 __device__ __forceinline__ uint32_t cluster_size(const MainParams& p) {
-  return p.tiles_fastest && p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
+  return p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
 }
 
 __device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty, int h) {
@@ -78,26 +80,19 @@ __device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty
         sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
 }
 
-// Atoms [kFirst, kLast) of request req's 64-token block starting at token `tok` into a buffer
-// whose atom barriers start at `bars`: arms every atom's barrier here, copies this CTA's share.
+// Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
+// `bars`: arms every atom's barrier here, copies this CTA's share.
 template <int kFirst, int kLast>
-__device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap,
-                                          int64_t req, int kvh, uint32_t empty, uint32_t& loads,
-                                          int h, int64_t tok, uint32_t buf_addr,
-                                          uint32_t bars) {
+__device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
+                                          uint32_t empty, uint32_t& loads, int h, BlockAddr at,
+                                          uint32_t buf_addr, uint32_t bars) {
   sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // a fresh barrier passes
   loads ^= 1u << h;
-  int blk, row;
-  page_of(p, p.block_table + req * p.bt_stride[0], tok, blk, row);
+  const int blk = at.blk, row = at.row;
   const uint32_t csize = cluster_size(p);
   const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
   const uint64_t policy =
       p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
-  if (p.debug & 1) {  // TEMPORARY timing switch: no copies, barriers complete at once
-#pragma unroll
-    for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive(bars + 8 * a);
-    return;
-  }
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
 #pragma unroll
@@ -345,21 +340,24 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     __syncthreads();  // the previous chunk is done with every buffer
     if (n_blocks > 0) {
+      const BlockAddr at0 = tid % 128 == 0 ? block_addr(p, req, tok_begin) : BlockAddr{0, 0};
+      const BlockAddr at1 = tid % 128 == 0 && n_blocks > 1
+                                ? block_addr(p, req, tok_begin + kTokensPerTile)
+                                : BlockAddr{0, 0};
       if (tid == 0) {
         if constexpr (kRope)
-          load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK0Rope, tok_begin, k0_addr,
+          load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
                                  bars0);
-        load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK0Lo, tok_begin, k0_addr, bars0);
+        load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
         if (n_blocks > 1)
-          load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK1Lo, tok_begin + kTokensPerTile,
+          load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1,
                               k1_addr, bars1);
       } else if (tid == 128) {
-        load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK0Hi, tok_begin, k0_addr, bars0);
+        load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
         if (n_blocks > 1) {
           if constexpr (kRope)
-            load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK1Rope,
-                                   tok_begin + kTokensPerTile, k1_addr, bars1);
-          load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK1Hi, tok_begin + kTokensPerTile,
+            load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr, bars1);
+          load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1,
                                k1_addr, bars1);
         }
       }
@@ -382,8 +380,9 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
       for (int kk = 0; kk < 4; ++kk) {
         uint32_t r[4];
+        const int row = 16 * warp + lane % 16, chunk = 2 * kk + lane / 16;
         sm90::ldmatrix_x4(r, q_addr + (kQAtoms - 1) * kAtomBytes +
-                                 sm90::swizzle128_offset(16 * warp + lane % 16, 2 * kk + lane / 16));
+                                 sm90::swizzle128_offset(row, chunk));
 #pragma unroll
         for (int i = 0; i < 4; ++i) q8[4 * kk + i] = r[i];
       }
@@ -413,15 +412,12 @@ __global__ void __launch_bounds__(kThreads, 1)
       const bool next1 = b + 3 < n_blocks;
       const int64_t tok0 = tok_begin + int64_t{b} * kTokensPerTile;
       const int64_t tok1 = tok0 + kTokensPerTile;
+      BlockAddr next0_at{0, 0}, next1_at{0, 0};  // loader threads: blocks b + 2 and b + 3
+      if (t128 == 0) {
+        if (next0) next0_at = block_addr(p, req, tok0 + 2 * kTokensPerTile);
+        if (next1) next1_at = block_addr(p, req, tok1 + 2 * kTokensPerTile);
+      }
       if (wg == 0) {
-        if constexpr (kRope) {  // S0 is done with K0's RoPE atom
-          if (t128 == 0) {
-            release_half(p, empty, kK0Rope);
-            if (next0)
-              load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK0Rope,
-                                     tok0 + 2 * kTokensPerTile, k0_addr, bars0);
-          }
-        }
         // ---- softmax of S0 against the running max ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
         mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
@@ -445,7 +441,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
-        sm90::named_barrier_arrive(kBarScale0, kThreads);
+        hand_off(p, kBarScale0);
+        if constexpr (kRope) {  // S0 is done with K0's RoPE atom
+          if (t128 == 0) {
+            release_half(p, empty, kK0Rope);
+            if (next0)
+              load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at, k0_addr,
+                                     bars0);
+          }
+        }
         rescale_o(o, sc[0], sc[1]);
 
         // ---- O_L += P0 V0_L ----
@@ -459,7 +463,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
         sm90::named_barrier_sync(kBarScale1, kThreads);
         if (next0 && t128 == 0)
-          load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK0Lo, tok0 + 2 * kTokensPerTile,
+          load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at,
                               k0_addr, bars0);
         float sc1[2];
 #pragma unroll
@@ -471,7 +475,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             pb[2 * j + h] = pack2<T>(s[4 * j + 2 * h] * sc1[h], s[4 * j + 2 * h + 1] * sc1[h]);
         store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
         sm90::fence_proxy_async();
-        sm90::named_barrier_arrive(kBarP0, kThreads);
+        hand_off(p, kBarP0);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         rescale_o(o, sc1[0], sc1[1]);
@@ -495,8 +499,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (t128 == 0) {
             release_half(p, empty, kK1Lo);
             if (next1)
-              load_half<0, kHalf>(p, &tmap, req, kvh, empty, loads, kK1Lo,
-                                  tok1 + 2 * kTokensPerTile, k1_addr, bars1);
+              load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr, bars1);
           }
         }
         if (next0) {
@@ -507,14 +510,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::fence_regs(o);
         sm90::fence_regs(s);
       } else {
-        if constexpr (kRope) {  // S1 is done with K1's RoPE atom
-          if (t128 == 0 && has1) {
-            release_half(p, empty, kK1Rope);
-            if (next1)
-              load_half<kV, kQAtoms>(p, &tmap, req, kvh, empty, loads, kK1Rope,
-                                     tok1 + 2 * kTokensPerTile, k1_addr, bars1);
-          }
-        }
         // ---- softmax of S1 against m0 ----
         sm90::named_barrier_sync(kBarScale0, kThreads);
         float f[2];
@@ -555,7 +550,15 @@ __global__ void __launch_bounds__(kThreads, 1)
             l[h] *= f[h];
           }
         }
-        sm90::named_barrier_arrive(kBarScale1, kThreads);
+        hand_off(p, kBarScale1);
+        if constexpr (kRope) {  // S1 is done with K1's RoPE atom
+          if (t128 == 0 && has1) {
+            release_half(p, empty, kK1Rope);
+            if (next1)
+              load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at, k1_addr,
+                                     bars1);
+          }
+        }
         rescale_o(o, f[0], f[1]);
 
         // ---- O_R += P1 V1_R (P1 from registers; P1 also to shared memory for WG0) ----
@@ -571,7 +574,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::named_barrier_sync(kBarP0, kThreads);
         if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 1, static_cast<int>(len - tok0), 1);
         issue_pv_ss<T>(o, p0_addr, k0_addr, 1);
-        if (has1) sm90::named_barrier_arrive(kBarP1, kThreads);
+        if (has1) hand_off(p, kBarP1);
 
         // ---- refill the second halves as their P V finish; next S1 (block b + 3) ----
         if (has1) {
@@ -579,16 +582,14 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (t128 == 0) {
             release_half(p, empty, kK1Hi);
             if (next1)
-              load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK1Hi,
-                                        tok1 + 2 * kTokensPerTile, k1_addr, bars1);
+              load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr, bars1);
           }
         }
         sm90::wgmma_wait<0>();
         if (t128 == 0) {
           release_half(p, empty, kK0Hi);
           if (next0)
-            load_half<kHalf, kV>(p, &tmap, req, kvh, empty, loads, kK0Hi,
-                                      tok0 + 2 * kTokensPerTile, k0_addr, bars0);
+            load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr, bars0);
         }
         if (next1) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);

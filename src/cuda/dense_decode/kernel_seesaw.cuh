@@ -96,7 +96,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   // full[stage]: TMA completion of the stage's tile; empty[stage]: one arrival per warpgroup.
   const uint32_t full_bar = sm90::smem_addr(smem + Plan::kBars);
   const uint32_t empty_bar = full_bar + 8 * kKvStages;
-  const uint64_t policy = sm90::l2_policy_evict_first();
+  const uint64_t policy =
+      p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
   if (tid == 0) {
     for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(full_bar + 8 * st, 1);
     for (int st = 0; st < kKvStages; ++st) sm90::mbarrier_init(empty_bar + 8 * st, kWarpgroups);

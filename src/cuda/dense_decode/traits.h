@@ -36,10 +36,9 @@ struct MainParams {
   float scale_log2;         // softmax_scale * log2(e)
   int causal;
   int use_tma;              // KV tiles by TMA (page_block_size % 64 == 0), else cp.async gathers
-  int tiles_fastest;        // grid (q_tiles, h_kv, num_parts), else (num_parts, h_kv, q_tiles)
-  int cluster_tiles;        // > 1: clusters of this many q tiles (tiles_fastest only)
-  int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint (A/B), else evict-first
-  int debug;
+  int cluster_tiles;        // > 1: clusters of this many q tiles, KV blocks multicast (A/B)
+  int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint, else evict-first
+  int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
 };
