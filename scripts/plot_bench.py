@@ -27,7 +27,7 @@ def main(csv_path: str, png_path: str) -> None:
     ratio = [float(r[5]) for r in dense]
     roof = []
     for r in dense:
-        shape = dict(kv.split("=") for kv in r[1].split())
+        shape = dict(kv.split("=") for kv in r[1].split() if "=" in kv)  # "varlen", "causal"
         compute_bound = int(shape["h_q"]) * int(shape["s_q"]) >= 128
         roof.append(float(r[3]) / TENSOR_ROOF_TFLOPS if compute_bound
                     else float(r[4]) / copy_gbps)

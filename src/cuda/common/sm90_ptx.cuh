@@ -86,15 +86,6 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* tmap, uint
       "l"(l2_policy)
       : "memory");
 }
-// Prefetches a 4-D box into L2 (no shared-memory destination, no completion).
-__device__ __forceinline__ void tma_prefetch_4d(const void* tmap, int c0, int c1, int c2, int c3) {
-  asm volatile(
-      "cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(
-          reinterpret_cast<uint64_t>(tmap)),
-      "r"(c0), "r"(c1), "r"(c2), "r"(c3)
-      : "memory");
-}
-
 // The same box multicast to the CTAs of `cta_mask` in the cluster: each receives it at offset
 // `dst` of its own shared memory and completes the bytes on its own mbarrier at offset `bar`.
 __device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void* tmap, uint32_t bar,

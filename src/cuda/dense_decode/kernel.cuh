@@ -1,20 +1,20 @@
 // sm_90a dense MLA decode, split-KV main kernels (SPEC.md §2). Included only by
 // instantiations/*.cu. This file: the loaders (TMA tiles, cp.async gathers, Q), the epilogue, the
-// lockstep kernel and the launcher; kernel_seesaw.cuh: the kernel of the TMA path.
+// lockstep kernel and the launcher; kernel_seesaw.cuh and kernel_pair.cuh: the two kernels of the
+// TMA path (page sizes that are multiples of 64).
 //
-// Grid (num_parts, h_kv, q_tiles); 256 threads = two consumer warpgroups. A CTA walks the chunks
+// Grid (q_tiles, h_kv, num_parts); 256 threads = two consumer warpgroups. A CTA walks the chunks
 // of its part (decode_schedule.h); for each chunk it loads its 64-row Q tile, then streams the
-// chunk's 64-token KV tiles through two shared-memory stages (TMA boxes when the page size is a
-// multiple of 64, else 16-byte cp.async gathers through the block table; rows past the request's
-// end are zeroed either way):
+// chunk's 64-token KV tiles through shared memory (TMA boxes when the page size is a multiple of
+// 64, else 16-byte cp.async gathers through the block table; rows past the request's end are
+// zeroed either way), computes S = Q K^T and O += P V with wgmma and online softmax in the log2
+// domain, and finally writes out/lse (request not split) or float32 partials (split request,
+// merged by the combine kernel). Which kernel runs: docs/dense-decode-design.md ("Which kernel
+// runs"); main_kernel here runs both warpgroups in lockstep per tile (the cp.async path):
 //   S_w   = Q K[32w, 32w+32)^T          wgmma m64n32k16 x (d_qk / 16), warpgroup w
-//   row max over both halves (shared memory), online softmax in the log2 domain
+//   row max over both halves (shared memory), online softmax
 //   P     -> shared memory (16-bit, 128-byte swizzle), both halves
 //   O_w  += P V[:, 256w, 256w+256)      wgmma m64n256k16 x 4, V = the K tile's first 512 dims
-// and finally writes out/lse (request not split) or float32 partials (split request, merged by
-// the combine kernel). main_kernel runs these steps in lockstep in both warpgroups (it serves the
-// cp.async path, and the TMA path under FLASHMLA_DENSE_DECODE_LOCKSTEP=1); seesaw_kernel overlaps
-// them. docs/dense-decode-design.md has the derivations.
 #pragma once
 
 #include <cuda.h>
