@@ -154,6 +154,45 @@ TEST(DenseDecodeSchedule, CoversEveryTileExactlyOnce) {
   }
 }
 
+// Whole requests when packing them costs at most ~4 % of balance (no partials, nothing to
+// combine), splits when whole requests would leave parts idle or unbalanced.
+TEST(DenseDecodeSchedule, SplitsOnlyWhenItPays) {
+  struct Shape {
+    int64_t b;
+    int32_t len;
+    int num_parts;
+    bool expect_splits;
+  };
+  // anchors.md D1 (128 x 4096 tokens over 66 parts: two whole requests per part), D5 (128 over
+  // 132), D6 (64 x 16384 over 132: whole requests would idle half the parts), L1 (one request).
+  for (const Shape& sh : {Shape{128, 4096, 66, false}, Shape{128, 8192, 132, false},
+                          Shape{64, 16384, 132, true}, Shape{1, 1024, 66, true}}) {
+    SCOPED_TRACE("b=" + std::to_string(sh.b) + " len=" + std::to_string(sh.len) +
+                 " P=" + std::to_string(sh.num_parts));
+    const std::vector<int32_t> seqlens(sh.b, sh.len);
+    DecodePlan plan = dense_decode_plan_info(sh.b, 1, 128, 1, 512, false, kCPU);
+    plan.num_parts = sh.num_parts;
+    plan.sched_meta_elems = sched::meta_elems(sh.b, sh.num_parts);
+    HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
+    meta.poison();
+    const HostTensor lens = int32_tensor(seqlens);
+    ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+    ASSERT_TRUE(check_schedule(seqlens, sh.num_parts, meta));
+    const sched::View v{meta.ptr<int32_t>(), sh.b, sh.num_parts};
+    EXPECT_EQ(v.num_slots() > 0, sh.expect_splits);
+    // Cost per part (tiles + fixed cost per chunk's request start) within 4 % + one request of
+    // the balanced share when nothing is split.
+    if (!sh.expect_splits) {
+      const int64_t req_cost = sched::tiles_of(sh.len) + sched::kFixedCostTiles;
+      const int64_t balanced = (sh.b * req_cost + sh.num_parts - 1) / sh.num_parts;
+      for (int p = 0; p < sh.num_parts; ++p) {
+        const int64_t cost = int64_t{v.part_begin()[p + 1] - v.part_begin()[p]} * req_cost;
+        EXPECT_LE(cost, balanced + balanced / sched::kWholeSlackDiv) << "part " << p;
+      }
+    }
+  }
+}
+
 TEST(DenseDecodeSchedule, PlanInfoSizesAreConsistent) {
   for (int64_t b : {1, 7, 128}) {
     const DecodePlan plan = dense_decode_plan_info(b, 2, 128, 1, 512, true, kCPU);
