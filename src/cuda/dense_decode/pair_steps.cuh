@@ -1,0 +1,222 @@
+// Building blocks of the pair kernel (kernel_pair.cuh): buffer-part loads through TMA (with
+// optional cluster multicast) and their "empty" barriers, the S and P V wgmma groups, the
+// softmax pieces on accumulator fragments, the P stores and the tail zeroing. Included by
+// kernel_pair.cuh.
+#pragma once
+
+namespace flashmla::cuda::mla_decode {
+
+inline constexpr int kBarScale0 = 6;
+inline constexpr int kBarScale1 = 7;
+inline constexpr int kBarP0 = 8;
+inline constexpr int kBarP1 = 9;
+inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
+inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
+
+// Cache block and first row of a request's 64-token block starting at token `tok` (block ids
+// clamped into the cache: a bad block id cannot send the copy engine outside k_cache). Token
+// indices fit in 32 bits (lengths are int32); page size 64, the common case, needs no division.
+// The loader threads read these a while before the copy, off the critical path.
+struct BlockAddr {
+  int blk, row;
+};
+__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int64_t req, int64_t tok) {
+  const int t = static_cast<int>(tok);
+  const int page = p.page_block_size;
+  const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
+  int64_t b = p.block_table[req * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
+  b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
+  return {static_cast<int>(b), t - pg * page};
+}
+
+// Buffer parts, the index of their "empty" barrier: atoms [0, 4) (V_L), [4, 8) (V_R) and the
+// RoPE atom 8 (d_qk = 576; only S reads it, so it is refilled as soon as S is done) of K0, K1.
+inline constexpr int kK0Lo = 0;
+inline constexpr int kK0Hi = 1;
+inline constexpr int kK1Lo = 2;
+inline constexpr int kK1Hi = 3;
+inline constexpr int kK0Rope = 4;
+inline constexpr int kK1Rope = 5;
+inline constexpr int kBufferParts = 6;
+
+// TMA loads of KV block halves, shared by the CTAs of a cluster (the q tiles of one part read
+// the same blocks): each CTA copies every csize-th atom and multicasts it to all of them, so a
+// block crosses L2 -> SM once per cluster instead of once per CTA. A half is refilled only after
+// every CTA of the cluster released it (its "empty" barrier takes one arrival per CTA). Thread 0
+// (WG0) loads and releases the lo halves, thread 128 (WG1) the hi halves; each load is used and
+// released exactly once, so the barriers' phases stay in step across chunks. Everything but the
+// parity bits (`loads`) is recomputed per call: these run in one thread, the registers would be
+// held by all.
+__device__ __forceinline__ uint32_t cluster_size(const MainParams& p) {
+  return p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
+}
+
+__device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty, int h) {
+  sm90::mbarrier_arrive(empty + 8 * h);
+  if (cluster_size(p) > 1)
+    sm90::mbarrier_arrive_cluster(
+        sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
+}
+
+// Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
+// `bars`: arms every atom's barrier here, copies this CTA's share.
+template <int kFirst, int kLast>
+__device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
+                                          uint32_t empty, uint32_t& loads, int h, BlockAddr at,
+                                          uint32_t buf_addr, uint32_t bars) {
+  sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // a fresh barrier passes
+  loads ^= 1u << h;
+  const int blk = at.blk, row = at.row;
+  const uint32_t csize = cluster_size(p);
+  const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
+  const uint64_t policy =
+      p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) {
+    if (csize == 1)
+      sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
+                        blk, policy);
+    else if (static_cast<uint32_t>(a) % csize == rank)
+      sm90::tma_load_4d_multicast(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims,
+                                  row, kvh, blk, static_cast<uint16_t>((1u << csize) - 1), policy);
+  }
+}
+
+// S (+)= Q[:, atoms] K[:, atoms]^T for atoms [kFirst, kLast): waits for each atom's barrier, then
+// issues its four k-steps as one commit group (a wait between groups does not serialize them).
+// Atom 8 (RoPE, d_qk = 576) takes A from the registers q8.
+template <typename T, int kQAtoms, int kFirst, int kLast>
+__device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&q8)[16],
+                                               uint64_t desc_q, uint64_t desc_k, uint32_t bars,
+                                               uint32_t parity, bool zero_first) {
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) {
+    sm90::mbarrier_wait(bars + 8 * a, parity);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kAtomDims / 16; ++kk) {
+      const int scale_d = (a == kFirst && kk == 0 && zero_first) ? 0 : 1;
+      const uint64_t desc_b = sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32);
+      if (kQAtoms > kDimV / kAtomDims && a == kQAtoms - 1)
+        sm90::wgmma_m64n64k16_rs<T>(s, q8 + 4 * kk, desc_b, scale_d);
+      else
+        sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
+                                    desc_b, scale_d);
+    }
+    sm90::wgmma_commit();
+  }
+}
+
+// O_half += P V[:, 256 half, 256 half + 256) with P in registers (A fragments).
+template <typename T>
+__device__ __forceinline__ void issue_pv_rs(float (&o)[128], const uint32_t (&pb)[16],
+                                            uint32_t buf_addr, int half) {
+  const uint64_t desc_v =
+      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
+    sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
+                                    1);
+  sm90::wgmma_commit();
+}
+
+// O_half += P V[:, 256 half, 256 half + 256) with P in shared memory (one atom column).
+template <typename T>
+__device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, uint32_t buf_addr,
+                                            int half) {
+  const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
+  const uint64_t desc_v =
+      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
+    sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
+                                    sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+  sm90::wgmma_commit();
+}
+
+// Masks keys at or past each row's limit in S (one 64 x 64 block, accumulator layout, raw
+// scores; -inf by a select, so garbage scores of rows past the end never survive) and returns the
+// quad-reduced row maxima in the log2 domain (scale > 0, so the max commutes with the scaling).
+__device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool need_mask,
+                                            const int64_t (&limit)[2], int64_t tok0, int quad_col,
+                                            float (&mx)[2]) {
+  mx[0] = mx[1] = -INFINITY;
+  if (!need_mask) {
+#pragma unroll
+    for (int e = 0; e < 32; ++e) mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
+  } else {
+    int rel[2];  // limits relative to this thread's first column, in [-1, 64]
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t d = limit[h] - (tok0 + 2 * quad_col);
+      rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2;
+        float& x = s[4 * j + e];
+        x = 8 * j + (e & 1) < rel[h] ? x : -INFINITY;
+        mx[h] = fmaxf(mx[h], x);
+      }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    mx[h] *= scale;
+  }
+}
+
+// P = 2^(S scale - mu) in place (float), its 16-bit A fragments in pb, and its row sums added to
+// sum.
+template <typename T>
+__device__ __forceinline__ void exp_to_fragments(float (&s)[32], float scale, const float (&mu)[2],
+                                                 uint32_t (&pb)[16], float (&sum)[2]) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], scale, -mu[h]));
+      const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale, -mu[h]));
+      s[4 * j + 2 * h] = p0;
+      s[4 * j + 2 * h + 1] = p1;
+      sum[h] += p0 + p1;
+      pb[2 * j + h] = pack2<T>(p0, p1);  // accumulator pair (j, h) = A fragment register 2 j + h
+    }
+}
+
+// Writes A fragments of a 64 x 64 P into one swizzled atom column.
+__device__ __forceinline__ void store_fragments(uint8_t* p_smem, const uint32_t (&pb)[16],
+                                                const int (&my_row)[2], int quad_col) {
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      *reinterpret_cast<uint32_t*>(p_smem + sm90::swizzle128_offset(my_row[h], j) +
+                                   4 * quad_col) = pb[2 * j + h];
+}
+
+// Zeroes rows [first_row, 64) of the four V atoms of one half of a buffer (tokens past the
+// request's end: P is 0 there, but 0 * NaN is NaN), by the 128 threads of warpgroup wg, and makes
+// the zeros visible to that warpgroup's wgmmas.
+__device__ __forceinline__ void zero_v_tail(uint8_t* buf, int half, int first_row, int wg) {
+  const int rows = kTokensPerTile - first_row;
+  const int total = rows * kVAtomsPerHalf * kChunksPerAtomRow;  // 16-byte chunks
+  for (int idx = threadIdx.x % 128; idx < total; idx += 128) {
+    const int a = idx / (rows * kChunksPerAtomRow);
+    const int rem = idx % (rows * kChunksPerAtomRow);
+    const int row = first_row + rem / kChunksPerAtomRow;
+    *reinterpret_cast<uint4*>(buf + (half * kVAtomsPerHalf + a) * kAtomBytes + row * 128 +
+                              (rem % kChunksPerAtomRow) * 16) = make_uint4(0, 0, 0, 0);
+  }
+  sm90::fence_proxy_async();
+  sm90::named_barrier_sync(kBarWarpgroup + wg, 128);
+}
+
+}  // namespace flashmla::cuda::mla_decode
