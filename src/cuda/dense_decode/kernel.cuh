@@ -61,7 +61,8 @@ __device__ __forceinline__ uint8_t* align_smem_1024(uint8_t* smem_raw) {
 // One side of a hand-off between the two warpgroups of the pair kernel: `bar.arrive` (the other
 // side syncs), or, with FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS=1, `bar.sync` on both sides (slower;
 // no cycle of the pair schedule runs through a hand-off, so it cannot deadlock; the seesaw's
-// can: its producer thread waits on an mbarrier between hand-offs, so it keeps bar.arrive). The variant exists for compute-sanitizer racecheck, which does
+// can: WG1 would wait in its cross-tile hand-off while WG0 waits in the CTA-wide barrier of the
+// last tile's tail zeroing, so it keeps bar.arrive). The variant exists for compute-sanitizer racecheck, which does
 // not credit `bar.arrive` with ordering the arriving side's earlier shared-memory accesses.
 __device__ __forceinline__ void hand_off(const MainParams& p, int bar) {
   if (p.sync_handoffs) sm90::named_barrier_sync(bar, kThreads);
