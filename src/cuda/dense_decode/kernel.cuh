@@ -69,11 +69,6 @@ __device__ __forceinline__ void hand_off(const MainParams& p, int bar) {
   else sm90::named_barrier_arrive(bar, kThreads);
 }
 
-// Grid coordinates: (q tile, kv head, part), the q tiles of a part in adjacent CTAs (they read
-// the same KV blocks at about the same time, so the second read hits in L2).
-__device__ __forceinline__ int cta_part(const MainParams&) { return blockIdx.z; }
-__device__ __forceinline__ int cta_q_tile(const MainParams&) { return blockIdx.x; }
-
 __device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
   return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
 }
@@ -256,9 +251,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = cta_part(p);
+  const int part = blockIdx.z;  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
-  const int row_base = cta_q_tile(p) * kRowsPerTile;
+  const int row_base = blockIdx.x * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
@@ -537,6 +532,8 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const int q_tiles = (p.rows + kRowsPerTile - 1) / kRowsPerTile;
   cudaLaunchConfig_t cfg{};
+  // The q tiles of a part are adjacent CTAs: they read the same KV blocks at about the same
+  // time, so the second read hits in L2.
   cfg.gridDim = dim3(q_tiles, p.h_kv, p.num_parts);
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = smem;

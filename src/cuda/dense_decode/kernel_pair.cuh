@@ -67,9 +67,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = cta_part(p);
+  const int part = blockIdx.z;  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
-  const int row_base = cta_q_tile(p) * kRowsPerTile;
+  const int row_base = blockIdx.x * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     int64_t min_limit = len, max_limit = len;
     if (p.causal) {
       const int cluster_row_end =
-          min(p.rows, static_cast<int>(cta_q_tile(p) / csize * csize + csize) * kRowsPerTile);
+          min(p.rows, static_cast<int>(blockIdx.x / csize * csize + csize) * kRowsPerTile);
       min_limit = len - p.s_q + row_base / p.group + 1;
       min_limit = min_limit < 0 ? 0 : min_limit;
       max_limit = len - p.s_q + (cluster_row_end - 1) / p.group + 1;

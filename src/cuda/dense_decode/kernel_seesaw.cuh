@@ -81,9 +81,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  const int part = cta_part(p);
+  const int part = blockIdx.z;  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
-  const int row_base = cta_q_tile(p) * kRowsPerTile;
+  const int row_base = blockIdx.x * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
