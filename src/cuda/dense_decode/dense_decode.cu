@@ -98,7 +98,7 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 //   FLASHMLA_DENSE_DECODE_EVICT = normal | first           force the L2 hint of KV loads
 //   FLASHMLA_DENSE_DECODE_GRID = cluster                    pair kernel, q tiles in clusters of 2
 //                                                           with multicast KV loads (slower)
-//   FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS = 1                 pair kernel, bar.sync hand-offs
+//   FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS = 1                 pair / seesaw, bar.sync hand-offs
 //                                                           (for racecheck; slower)
 void choose_kernel(mla_decode::MainParams* m) {
   constexpr int kSmallRows = 32;

@@ -22,6 +22,8 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 
 #include "core/decode_schedule.h"
@@ -29,6 +31,7 @@
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/common/wgmma_ops.cuh"
 #include "cuda/dense_decode/config.h"
+#include "cuda/dense_decode/trace.cuh"
 #include "cuda/dense_decode/kernel.h"
 #include "cuda/dense_decode/traits.h"
 
@@ -58,13 +61,15 @@ __device__ __forceinline__ uint8_t* align_smem_1024(uint8_t* smem_raw) {
   return smem_raw + ((1024u - (sm90::smem_addr(smem_raw) & 1023u)) & 1023u);
 }
 
-// One side of a hand-off between the two warpgroups of the pair kernel: `bar.arrive` (the other
-// side syncs), or, with FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS=1, `bar.sync` on both sides (slower;
-// no cycle of the pair schedule runs through a hand-off, so it cannot deadlock; the seesaw's
-// can: WG1 would wait in its cross-tile hand-off while WG0 waits in the CTA-wide barrier of the
-// last tile's tail zeroing, so it keeps bar.arrive). The variant exists for compute-sanitizer racecheck, which does
-// not credit `bar.arrive` with ordering the arriving side's earlier shared-memory accesses.
+// One side of a hand-off between the two warpgroups of the pair and seesaw kernels: `bar.arrive`
+// (the other side syncs), or, with FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS=1, `bar.sync` on both
+// sides (slower; both schedules take their hand-offs in the same order in both warpgroups, so it
+// cannot deadlock). The variant exists for compute-sanitizer racecheck, which does not credit
+// `bar.arrive` with ordering the arriving side's earlier shared-memory accesses.
 __device__ __forceinline__ void hand_off(const MainParams& p, int bar) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_HANDOFF)
+  return;
+#endif
   if (p.sync_handoffs) sm90::named_barrier_sync(bar, kThreads);
   else sm90::named_barrier_arrive(bar, kThreads);
 }
@@ -514,6 +519,52 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 namespace flashmla::cuda::mla_decode {
 
+#if defined(FLASHMLA_DENSE_DECODE_TRACE)
+// The launch FLASHMLA_DENSE_DECODE_TRACE names (1 = the first) of the pair kernel is traced.
+inline bool trace_this_launch(const MainParams& p) {
+  static int calls = 0;
+  const char* env = std::getenv("FLASHMLA_DENSE_DECODE_TRACE");
+  if (env == nullptr || !p.use_tma || p.variant != kVariantPair) return false;
+  return ++calls == std::atoi(env);
+}
+inline void print_trace(const long long* dev) {
+  long long h[kTraceSlots];
+  FLASHMLA_CUDA_CHECK(cudaMemcpy(h, dev, sizeof(h), cudaMemcpyDeviceToHost));
+  if (kTraceSteps > 8) {  // one line per step: its length and WG0's S-issue waits (events 7-10)
+    for (int st = 0; st + 1 < kTraceSteps; ++st) {
+      const long long* w0 = h + st * kTraceEvents;
+      if (w0[kTraceEvents] == 0) break;
+      std::fprintf(stderr, "trace step %d: %lld cycles, wg0 S issue %lld\n", st,
+                   w0[kTraceEvents] - w0[0], w0[10] - w0[7]);
+    }
+  }
+  for (int st = 0; st < kTraceSteps && kTraceSteps <= 8; ++st) {
+    const long long t0 = h[st * kTraceEvents];
+    for (int wg = 0; wg < 2; ++wg) {
+      std::fprintf(stderr, "trace step %d wg%d:", kTraceFirstStep + st, wg);
+      for (int e = 0; e < kTraceEvents; ++e) {
+        const long long v = h[(wg * kTraceSteps + st) * kTraceEvents + e];
+        if (v != 0) std::fprintf(stderr, " %d:%lld", e, v - t0);
+      }
+      std::fprintf(stderr, "\n");
+    }
+  }
+  const long long k0 = h[kTraceKernelSlot];
+  for (int c = 0; c < kTraceChunks; ++c) {
+    std::fprintf(stderr, "trace chunk %d:", c);
+    for (int e = 0; e < kTraceChunkEvents; ++e) {
+      const long long v = h[kTraceStepSlots + c * kTraceChunkEvents + e];
+      if (v != 0) std::fprintf(stderr, " %d:%lld", e, v - k0);
+    }
+    std::fprintf(stderr, "\n");
+  }
+  const long long cycles = h[kTraceKernelSlot + 2] - k0;
+  const long long ns = h[kTraceKernelSlot + 3] - h[kTraceKernelSlot + 1];
+  std::fprintf(stderr, "trace CTA 0: %lld cycles in %lld ns = %.0f MHz\n", cycles, ns,
+               ns > 0 ? 1e3 * static_cast<double>(cycles) / static_cast<double>(ns) : 0.0);
+}
+#endif
+
 template <typename T, int kDqk>
 void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stream) {
   // TMA path: the pair kernel (or, for A/B timing, the seesaw / lockstep kernels); other page
@@ -548,6 +599,20 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
     cfg.attrs = attr;
     cfg.numAttrs = 1;
   }
+#if defined(FLASHMLA_DENSE_DECODE_TRACE)
+  if (trace_this_launch(p)) {
+    MainParams traced = p;
+    long long* buf = nullptr;
+    FLASHMLA_CUDA_CHECK(cudaMalloc(&buf, kTraceSlots * sizeof(long long)));
+    FLASHMLA_CUDA_CHECK(cudaMemset(buf, 0, kTraceSlots * sizeof(long long)));
+    traced.trace = buf;
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, traced, tmap));
+    FLASHMLA_CUDA_CHECK(cudaStreamSynchronize(stream));
+    print_trace(buf);
+    FLASHMLA_CUDA_CHECK(cudaFree(buf));
+    return;
+  }
+#endif
   FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, tmap));
   FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode main_kernel");
 }

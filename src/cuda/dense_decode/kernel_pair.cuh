@@ -67,6 +67,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
 
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
+  PAIR_TRACE_KERNEL(0);
   const int part = blockIdx.z;  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
   const int row_base = blockIdx.x * kRowsPerTile;
@@ -95,6 +96,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   for (int c = c_begin; c < c_end; ++c) {
     const sched::Chunk ch = view.chunks()[c];
+    PAIR_TRACE_CHUNK(0);
     const int64_t req = ch.req;
     const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
 
@@ -158,6 +160,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::fence_proxy_async();
     if (tid < kRowsPerTile) m_smem[tid] = -INFINITY;
     __syncthreads();  // Q visible to the tensor cores, running max reset
+    PAIR_TRACE_CHUNK(1);
 
     float o[128];
 #pragma unroll
@@ -195,6 +198,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     sm90::wgmma_wait<0>();
     sm90::fence_regs(s);
+    PAIR_TRACE_CHUNK(2);
 
     for (int b = 0; b < n_blocks; b += 2) {
       const bool has1 = b + 1 < n_blocks;
@@ -208,6 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (next1) next1_at = block_addr(p, req, tok1 + 2 * kTokensPerTile);
       }
       if (wg == 0) {
+        PAIR_TRACE(0);
         // ---- softmax of S0 against the running max ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
         mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
@@ -232,6 +237,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
         hand_off(p, kBarScale0);
+        PAIR_TRACE(1);
         if constexpr (kRope) {  // S0 is done with K0's RoPE atom
           if (t128 == 0) {
             release_half(p, empty, kK0Rope);
@@ -245,13 +251,16 @@ __global__ void __launch_bounds__(kThreads, 1)
         // ---- O_L += P0 V0_L ----
         if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, static_cast<int>(len - tok0), 0);
         issue_pv_rs<T>(o, pb, k0_addr, 0);
+        PAIR_TRACE(2);
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
+        PAIR_TRACE(3);
         if (t128 == 0) release_half(p, empty, kK0Lo);
 
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
-        sm90::named_barrier_sync(kBarScale1, kThreads);
+        pair_sync(kBarScale1);
+        PAIR_TRACE(4);
         if (next0 && t128 == 0)
           load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at,
                               k0_addr, bars0);
@@ -266,6 +275,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
         sm90::fence_proxy_async();
         hand_off(p, kBarP0);
+        PAIR_TRACE(5);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         rescale_o(o, sc1[0], sc1[1]);
@@ -274,18 +284,22 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (has1) {
           if (tok1 + kTokensPerTile > len)
             zero_v_tail(k1_smem, 0, static_cast<int>(len - tok1), 0);
-          sm90::named_barrier_sync(kBarP1, kThreads);
+          pair_sync(kBarP1);
+          PAIR_TRACE(6);
           issue_pv_ss<T>(o, p1_addr, k1_addr, 0);
+          PAIR_TRACE(7);
         }
 
         // ---- next S0 (block b + 2); refill K1's first half once P1 V1_L is done ----
         if (next0) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
           issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
+          PAIR_TRACE(8);
         }
         if (has1) {
           if (next0) sm90::wgmma_wait<kGroupsBeforeHi>();  // the S groups may stay in flight
           else sm90::wgmma_wait<0>();
+          PAIR_TRACE(9);
           if (t128 == 0) {
             release_half(p, empty, kK1Lo);
             if (next1)
@@ -295,13 +309,17 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (next0) {
           issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k0, bars0, parity, false);
           parity ^= 1;
+          PAIR_TRACE(10);
         }
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(s);
+        PAIR_TRACE(11);
       } else {
+        PAIR_TRACE(0);
         // ---- softmax of S1 against m0 ----
-        sm90::named_barrier_sync(kBarScale0, kThreads);
+        pair_sync(kBarScale0);
+        PAIR_TRACE(1);
         float f[2];
         if (has1) {
           float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
@@ -341,6 +359,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         hand_off(p, kBarScale1);
+        PAIR_TRACE(2);
         if constexpr (kRope) {  // S1 is done with K1's RoPE atom
           if (t128 == 0 && has1) {
             release_half(p, empty, kK1Rope);
@@ -358,17 +377,21 @@ __global__ void __launch_bounds__(kThreads, 1)
           if (tok1 + kTokensPerTile > len)
             zero_v_tail(k1_smem, 1, static_cast<int>(len - tok1), 1);
           issue_pv_rs<T>(o, pb, k1_addr, 1);
+          PAIR_TRACE(3);
         }
 
         // ---- O_R += P0' V0_R ----
-        sm90::named_barrier_sync(kBarP0, kThreads);
+        pair_sync(kBarP0);
+        PAIR_TRACE(4);
         if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 1, static_cast<int>(len - tok0), 1);
         issue_pv_ss<T>(o, p0_addr, k0_addr, 1);
         if (has1) hand_off(p, kBarP1);
+        PAIR_TRACE(5);
 
         // ---- refill the second halves as their P V finish; next S1 (block b + 3) ----
         if (has1) {
           sm90::wgmma_wait<1>();
+          PAIR_TRACE(6);
           if (t128 == 0) {
             release_half(p, empty, kK1Hi);
             if (next1)
@@ -376,6 +399,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           }
         }
         sm90::wgmma_wait<0>();
+        PAIR_TRACE(7);
         if (t128 == 0) {
           release_half(p, empty, kK0Hi);
           if (next0)
@@ -386,14 +410,17 @@ __global__ void __launch_bounds__(kThreads, 1)
           issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
           issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
           parity ^= 1;
+          PAIR_TRACE(8);
         }
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(s);
         sm90::fence_regs(pb);
+        PAIR_TRACE(9);
       }
     }
 
+    PAIR_TRACE_CHUNK(3);
     // Row sums: across the quad, then across the two warpgroups; final max from shared memory.
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
@@ -405,7 +432,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
+    PAIR_TRACE_CHUNK(4);
   }
+  PAIR_TRACE_KERNEL(1);
   if (csize > 1) sm90::cluster_sync();  // no CTA leaves while its peer may still signal it
 #endif
 }

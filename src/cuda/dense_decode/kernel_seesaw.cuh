@@ -31,6 +31,9 @@ inline constexpr int kProducerThread = 128;  // first thread of WG1
 
 // O[:, this warpgroup's half] *= scale per row; skipped warp-wide when every scale is 1.
 __device__ __forceinline__ void rescale_o(float (&o)[128], float s0, float s1) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_RESCALE)  // diagnostic build: O never rescaled
+  return;
+#endif
   if (__all_sync(0xffffffff, s0 == 1.0f && s1 == 1.0f)) return;
 #pragma unroll
   for (int j = 0; j < 32; ++j) {
@@ -170,7 +173,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int64_t tile_tok0 = tok_begin + int64_t{it} * kTokensPerTile;
       const uint32_t stage_full = full_bar + 8 * stage;
       const uint32_t parity = (full_phase >> stage) & 1;
-      if (tile_tok0 + kTokensPerTile > len) {  // last tile of the request: clear its tail
+      const bool tail = tile_tok0 + kTokensPerTile > len;
+      if (tail) {  // last tile of the request: clear its tail
+        // WG0 takes the kBarC hand-off (normally taken after S) before the CTA-wide barrier:
+        // with bar.sync hand-offs WG1 waits in kBarC for WG0, which must not wait for WG1 here.
+        if (wg == 0 && it > 0) sm90::named_barrier_sync(kBarC, kThreads);
         sm90::mbarrier_wait(stage_full, parity);
         zero_tail<kDqk>(smem + Plan::kK + stage * Plan::kTileBytes,
                         static_cast<int>(len - tile_tok0));
@@ -257,7 +264,7 @@ __global__ void __launch_bounds__(kThreads, 1)
           alpha[h] = fast_exp2(m[h] - mu_a[h]);
         }
         // WG1 is done with the previous P_a / m_a.
-        if (it > 0) sm90::named_barrier_sync(kBarC, kThreads);
+        if (it > 0 && !tail) sm90::named_barrier_sync(kBarC, kThreads);
         exp_and_store(mu_a, rowsum);
         if (quad_col == 0) {
           m_a_smem[my_row[0]] = m_a[0];
@@ -265,7 +272,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::fence_proxy_async();
         sm90::named_barrier_sync(kBarWg0, 128);  // all four warps' rows of P_a, for our wgmma
-        sm90::named_barrier_arrive(kBarA, kThreads);
+        hand_off(p, kBarA);
         rescale_o(o, alpha[0], alpha[1]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * alpha[h] + rowsum[h];
@@ -306,7 +313,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::fence_proxy_async();
         sm90::named_barrier_sync(kBarWg1, 128);  // all four warps' rows of P_b, for our wgmma
-        sm90::named_barrier_arrive(kBarB, kThreads);
+        hand_off(p, kBarB);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           l[h] = l[h] * fast_exp2(m[h] - mu_b[h]) + rowsum[h];
@@ -314,7 +321,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
-        if (it + 1 < n_tiles) sm90::named_barrier_arrive(kBarC, kThreads);
+        if (it + 1 < n_tiles) hand_off(p, kBarC);
         rescale_o(o, fast_exp2(m_a[0] - mu_b[0]), fast_exp2(m_a[1] - mu_b[1]));
         issue_pv_half<T>(o, desc_p, stage_addr, wg, 1);
         sm90::wgmma_wait<0>();

@@ -29,6 +29,14 @@ __device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int64_t req
   return {static_cast<int>(b), t - pg * page};
 }
 
+// The pair kernel's cross-warpgroup waits (diagnostic builds can drop them to time the two
+// warpgroups' streams uncoupled; results are then garbage).
+__device__ __forceinline__ void pair_sync(int bar) {
+#if !defined(FLASHMLA_DENSE_DECODE_PROBE_NO_HANDOFF)
+  sm90::named_barrier_sync(bar, kThreads);
+#endif
+}
+
 // Buffer parts, the index of their "empty" barrier: atoms [0, 4) (V_L), [4, 8) (V_R) and the
 // RoPE atom 8 (d_qk = 576; only S reads it, so it is refilled as soon as S is done) of K0, K1.
 inline constexpr int kK0Lo = 0;
@@ -71,6 +79,11 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
   const uint64_t policy =
       p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COPY)  // diagnostic build: barriers complete at once
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive(bars + 8 * a);
+  return;
+#endif
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
 #pragma unroll
@@ -94,6 +107,9 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
     sm90::mbarrier_wait(bars + 8 * a, parity);
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)  // diagnostic build: loads and waits only
+    continue;
+#endif
     sm90::wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kAtomDims / 16; ++kk) {
@@ -115,6 +131,9 @@ __device__ __forceinline__ void issue_pv_rs(float (&o)[128], const uint32_t (&pb
                                             uint32_t buf_addr, int half) {
   const uint64_t desc_v =
       sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)
+  return;
+#endif
   sm90::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
@@ -130,6 +149,9 @@ __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, ui
   const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
   const uint64_t desc_v =
       sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)
+  return;
+#endif
   sm90::wgmma_fence();
 #pragma unroll
   for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
@@ -144,6 +166,10 @@ __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, ui
 __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool need_mask,
                                             const int64_t (&limit)[2], int64_t tok0, int quad_col,
                                             float (&mx)[2]) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX)  // diagnostic build: no softmax math
+  mx[0] = mx[1] = 0.0f;
+  return;
+#endif
   mx[0] = mx[1] = -INFINITY;
   if (!need_mask) {
 #pragma unroll
@@ -178,6 +204,13 @@ __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool ne
 template <typename T>
 __device__ __forceinline__ void exp_to_fragments(float (&s)[32], float scale, const float (&mu)[2],
                                                  uint32_t (&pb)[16], float (&sum)[2]) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX)
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) pb[2 * j + h] = pack2<T>(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]);
+  return;
+#endif
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -194,6 +227,9 @@ __device__ __forceinline__ void exp_to_fragments(float (&s)[32], float scale, co
 // Writes A fragments of a 64 x 64 P into one swizzled atom column.
 __device__ __forceinline__ void store_fragments(uint8_t* p_smem, const uint32_t (&pb)[16],
                                                 const int (&my_row)[2], int quad_col) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE)  // diagnostic build: P never stored
+  return;
+#endif
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll

@@ -41,6 +41,8 @@ struct MainParams {
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
+  long long* trace;         // pair kernel clock64 timeline (builds with
+                            //   FLASHMLA_DENSE_DECODE_TRACE only; see trace.cuh), else null
 };
 
 inline constexpr int kVariantPair = 0;

@@ -1,0 +1,223 @@
+// Tensor-pipe probe: how fast do the dense decode kernel's wgmma groups run on their own (no
+// loads, no softmax, no hand-offs)? Each mode repeats one group shape in a loop on every SM (one
+// CTA of two warpgroups per SM, shared-memory layout as in the pair kernel) and reports cycles
+// per loop iteration next to the nominal tensor time (m64n64k16: 32 cycles, m64n256k16: 128).
+// Build: nvcc -std=c++20 -O3 -gencode arch=compute_90a,code=sm_90a -Isrc -o wgmma_probe
+//        bench/probes/wgmma_probe.cu -lcuda
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "cuda/common/sm90_ptx.cuh"
+#include "cuda/common/wgmma_ops.cuh"
+
+namespace sm90 = flashmla::cuda::sm90;
+using T = __nv_bfloat16;
+
+constexpr int kAtomBytes = 64 * 128;
+constexpr int kIters = 512;
+
+// Shared-memory plan like the pair kernel: Q (9 atoms), K0, K1 (9 atoms each), P (1 atom).
+constexpr int kQ = 0, kK0 = 9 * kAtomBytes, kK1 = 18 * kAtomBytes, kP = 27 * kAtomBytes;
+constexpr int kBar = 28 * kAtomBytes;  // one mbarrier, completed once (phase 0)
+constexpr int kSmem = 28 * kAtomBytes + 1024 + 64;
+
+enum Mode {
+  kSBoth = 0,       // S (9 atoms: 8 SS + RoPE RS) in both warpgroups, each its own K buffer
+  kSOne = 1,        // the same, warpgroup 0 only
+  kPvBoth = 2,      // P V (4 RS + 4 SS m64n256k16) in both warpgroups
+  kPvOne = 3,       // the same, warpgroup 0 only
+  kMixBoth = 4,     // S then P V, both warpgroups (one pair kernel step, no dependencies)
+  kSSameK = 5,      // S in both warpgroups reading the same K buffer
+  kSAllSS = 6,      // S, all 9 atoms SS, both warpgroups
+  kSWithAlu = 7,    // S in warpgroup 0 while warpgroup 1 runs softmax-like ALU work (exp2, FMA)
+  kPvWithAlu = 8,   // P V in warpgroup 0 while warpgroup 1 runs the same ALU work
+  kSWithSts = 9,    // S in warpgroup 0 while warpgroup 1 stores to shared memory and fences
+  kSBarOne = 10,    // S, warpgroup 0 only, an mbarrier wait (phase already complete) per atom
+  kSBarBoth = 11,   // the same in both warpgroups
+  kMixBar = 12,     // one pair step (S + P V) in both warpgroups, an mbarrier wait per S atom
+};
+
+template <int kMode>
+__global__ void __launch_bounds__(256, 1) probe(long long* cycles, float* sink) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  for (int i = threadIdx.x; i < (kSmem - 1024) / 16; i += 256)
+    reinterpret_cast<uint4*>(smem)[i] = make_uint4(0x3c003c00u ^ i, 0x3c00u, i, 0);
+  sm90::fence_proxy_async();
+  const uint32_t bar = sm90::smem_addr(smem + kBar);
+  if (threadIdx.x == 0) {
+    sm90::mbarrier_init(bar, 1);
+    sm90::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) sm90::mbarrier_arrive(bar);  // phase 0 completes
+  __syncthreads();
+  const int wg = threadIdx.x / 128;
+  const bool alu = (kMode == kSWithAlu || kMode == kPvWithAlu || kMode == kSWithSts) && wg == 1;
+  const bool active = !(kMode == kSOne || kMode == kPvOne || kMode == kSBarOne || alu) || wg == 0;
+  constexpr bool kBarWait = kMode == kSBarOne || kMode == kSBarBoth || kMode == kMixBar;
+  const uint32_t base = sm90::smem_addr(smem);
+  const uint64_t desc_q = sm90::make_smem_desc(base + kQ, 16, 1024);
+  const uint32_t k_addr = base + ((kMode == kSSameK || wg == 0) ? kK0 : kK1);
+  const uint64_t desc_k = sm90::make_smem_desc(k_addr, 16, 1024);
+  const uint64_t desc_p = sm90::make_smem_desc(base + kP, 16, 1024);
+  const uint64_t desc_v = sm90::make_smem_desc(k_addr + wg * 4 * kAtomBytes, kAtomBytes, 1024);
+  float s[32];
+  float o[128];
+  uint32_t q8[16], pb[16];
+#pragma unroll
+  for (int i = 0; i < 32; ++i) s[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) q8[i] = pb[i] = 0x3c003c00u + threadIdx.x;
+  __syncthreads();
+  const long long t0 = clock64();
+  if (alu) {  // keeps running past warpgroup 0's loop (its time is not reported)
+    float x[32];
+#pragma unroll
+    for (int i = 0; i < 32; ++i) x[i] = 0.001f * (threadIdx.x + i);
+    for (int it = 0; it < 6 * kIters; ++it) {
+      if constexpr (kMode == kSWithSts) {
+#pragma unroll
+        for (int i = 0; i < 16; ++i)
+          reinterpret_cast<uint32_t*>(smem + kP)[(threadIdx.x % 128) * 16 + ((i + threadIdx.x) & 15)] =
+              __float_as_uint(x[i]) + it;
+        sm90::fence_proxy_async();
+        x[it & 31] += 1.0f;
+      } else {
+        float m = -1e30f;
+#pragma unroll
+        for (int i = 0; i < 32; ++i) m = fmaxf(m, x[i]);
+#pragma unroll
+        for (int i = 0; i < 32; ++i) x[i] = exp2f(fmaf(x[i], 0.999f, -m)) + 0.5f;
+      }
+    }
+    float acc = 0.f;
+#pragma unroll
+    for (int i = 0; i < 32; ++i) acc += x[i];
+    if (acc == 12345.f) sink[threadIdx.x] = acc;
+  }
+  if (active) {
+    for (int it = 0; it < kIters; ++it) {
+      if constexpr (kMode != kPvBoth && kMode != kPvOne && kMode != kPvWithAlu) {
+#pragma unroll
+        for (int a = 0; a < 9; ++a) {
+          if constexpr (kBarWait) sm90::mbarrier_wait(bar, 0);
+          sm90::wgmma_fence();
+#pragma unroll
+          for (int kk = 0; kk < 4; ++kk) {
+            const uint64_t db = sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32);
+            if (a == 8 && kMode != kSAllSS)
+              sm90::wgmma_m64n64k16_rs<T>(s, q8 + 4 * kk, db, 1);
+            else
+              sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
+                                          db, 1);
+          }
+          sm90::wgmma_commit();
+        }
+      }
+      if constexpr (kMode == kPvBoth || kMode == kPvOne || kMode == kMixBoth ||
+                    kMode == kPvWithAlu || kMode == kMixBar) {
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
+                                          1);
+        sm90::wgmma_commit();
+        sm90::wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk)
+          sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
+                                          sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+        sm90::wgmma_commit();
+      }
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(s);
+      sm90::fence_regs(o);
+    }
+  }
+  const long long t1 = clock64();
+  __syncthreads();
+  if (threadIdx.x % 128 == 0) cycles[blockIdx.x * 2 + wg] = active ? t1 - t0 : 0;
+  // (the ALU warpgroup's clock is not reported: it only loads the SM)
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc += s[i];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc += o[i];
+  if (acc == 12345.f) sink[threadIdx.x] = acc;
+}
+
+#define CHECK(x)                                                                      \
+  do {                                                                                \
+    cudaError_t e = (x);                                                              \
+    if (e != cudaSuccess) {                                                           \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e)); \
+      return 1;                                                                       \
+    }                                                                                 \
+  } while (0)
+
+template <int kMode>
+int run(const char* name, double nominal_per_iter, int sms, long long* d_cycles, float* d_sink) {
+  CHECK(cudaFuncSetAttribute(probe<kMode>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+  cudaEvent_t e0, e1;
+  CHECK(cudaEventCreate(&e0));
+  CHECK(cudaEventCreate(&e1));
+  std::vector<float> ms;
+  for (int rep = 0; rep < 7; ++rep) {
+    CHECK(cudaEventRecord(e0));
+    probe<kMode><<<sms, 256, kSmem>>>(d_cycles, d_sink);
+    CHECK(cudaEventRecord(e1));
+    CHECK(cudaEventSynchronize(e1));
+    CHECK(cudaGetLastError());
+    float t;
+    CHECK(cudaEventElapsedTime(&t, e0, e1));
+    ms.push_back(t);
+  }
+  std::sort(ms.begin(), ms.end());
+  std::vector<long long> cyc(2 * sms);
+  CHECK(cudaMemcpy(cyc.data(), d_cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  long long mx = 0;
+  double mean = 0;
+  for (long long c : cyc) mx = std::max(mx, c);
+  for (int i = 0; i < sms; ++i) mean += static_cast<double>(std::max(cyc[2 * i], cyc[2 * i + 1]));
+  mean /= sms;
+  const double per_iter = mean / kIters;
+  const double mhz = mx / (ms[ms.size() / 2] * 1e3);
+  std::printf("%-34s %9.1f cycles/iter  nominal %7.1f  tensor-busy %5.1f %%  ~%4.0f MHz\n", name,
+              per_iter, nominal_per_iter, 100.0 * nominal_per_iter / per_iter, mhz);
+  return 0;
+}
+
+int main() {
+  int sms = 0;
+  CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  long long* d_cycles;
+  float* d_sink;
+  CHECK(cudaMalloc(&d_cycles, 2 * sms * sizeof(long long)));
+  CHECK(cudaMalloc(&d_sink, 256 * sizeof(float)));
+  // Nominal: m64n64k16 32 cycles, m64n256k16 128 cycles (4096 bf16 FLOP / clock / SM).
+  int rc = 0;
+  rc |= run<kSOne>("S 36 x m64n64k16, WG0 only", 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kSBoth>("S 36 x m64n64k16, both WGs", 2 * 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kSSameK>("S both WGs, same K buffer", 2 * 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kSAllSS>("S both WGs, RoPE atom SS too", 2 * 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kPvOne>("PV 4 RS + 4 SS n256, WG0 only", 8 * 128.0, sms, d_cycles, d_sink);
+  rc |= run<kPvBoth>("PV 4 RS + 4 SS n256, both WGs", 2 * 8 * 128.0, sms, d_cycles, d_sink);
+  rc |= run<kSBarOne>("S WG0 only, mbarrier wait per atom", 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kSBarBoth>("S both WGs, mbarrier wait per atom", 2 * 36 * 32.0, sms, d_cycles,
+                       d_sink);
+  rc |= run<kMixBar>("pair step, mbarrier wait per S atom", 2 * (36 * 32.0 + 8 * 128.0), sms,
+                     d_cycles, d_sink);
+  rc |= run<kSWithAlu>("S WG0, WG1 softmax-like ALU", 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kPvWithAlu>("PV WG0, WG1 softmax-like ALU", 8 * 128.0, sms, d_cycles, d_sink);
+  rc |= run<kSWithSts>("S WG0, WG1 st.shared + fence", 36 * 32.0, sms, d_cycles, d_sink);
+  rc |= run<kMixBoth>("S + PV (one pair step), both WGs", 2 * (36 * 32.0 + 8 * 128.0), sms,
+                      d_cycles, d_sink);
+  return rc;
+}

@@ -1,0 +1,77 @@
+// Diagnostic builds of the pair kernel (scripts/build-diagnostics builds them; default builds
+// compile every hook below to nothing).
+//
+// Timeline, -DFLASHMLA_DENSE_DECODE_TRACE=1, run with FLASHMLA_DENSE_DECODE_TRACE=N: the N-th main
+// launch records, in CTA (0, 0, 0), the clock64 of each PAIR_TRACE point of the leader thread of
+// each warpgroup over steps [kTraceFirstStep, kTraceFirstStep + kTraceSteps) of its first chunk,
+// the chunk boundaries and the kernel's clock rate, and prints them (stderr). With
+// -DFLASHMLA_DENSE_DECODE_TRACE_ALL_STEPS=1 it prints one line per step (0-31) instead. Step
+// lengths (the same point in consecutive steps) are reliable; points inside a step are not to
+// be read as an order: ptxas moves a clock read across nearby instructions, by up to several
+// hundred cycles where they wait on a load.
+//
+// Removing work, for finding what bounds a step (results are garbage in every one of these):
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_COPY=1     KV barriers complete at once (compute only)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_MMA=1      no wgmma (the load protocol and CUDA-core work)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX=1  no max / exp (P = S)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_RESCALE=1  O never rescaled
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE=1   P never stored to shared memory
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_HANDOFF=1  no cross-warpgroup named barriers (pair kernel
+//                                               only: the seesaw kernel would deadlock)
+#pragma once
+
+namespace flashmla::cuda::mla_decode {
+
+#if defined(FLASHMLA_DENSE_DECODE_TRACE_ALL_STEPS)
+inline constexpr int kTraceFirstStep = 0;
+inline constexpr int kTraceSteps = 32;
+#else
+inline constexpr int kTraceFirstStep = 6;
+inline constexpr int kTraceSteps = 4;
+#endif
+inline constexpr int kTraceEvents = 16;
+inline constexpr int kTraceStepSlots = 2 * kTraceSteps * kTraceEvents;
+// Then, for thread 0 of CTA (0, 0, 0): per chunk (up to kTraceChunks) kTraceChunkEvents clocks,
+// then the kernel's first and last clock64 and globaltimer (ns) readings.
+inline constexpr int kTraceChunks = 4;
+inline constexpr int kTraceChunkEvents = 6;
+inline constexpr int kTraceKernelSlot = kTraceStepSlots + kTraceChunks * kTraceChunkEvents;
+inline constexpr int kTraceSlots = kTraceKernelSlot + 4;
+
+#if defined(FLASHMLA_DENSE_DECODE_TRACE)
+#define PAIR_TRACE(ev)                                                                     \
+  do {                                                                                     \
+    if (p.trace != nullptr && t128 == 0 && blockIdx.x == 0 && blockIdx.y == 0 &&           \
+        blockIdx.z == 0 && c == c_begin && b / 2 >= kTraceFirstStep &&                     \
+        b / 2 < kTraceFirstStep + kTraceSteps)                                             \
+      p.trace[(wg * kTraceSteps + b / 2 - kTraceFirstStep) * kTraceEvents + (ev)] = clock64(); \
+  } while (0)
+#define PAIR_TRACE_CHUNK(ev)                                                               \
+  do {                                                                                     \
+    if (p.trace != nullptr && tid == 0 && blockIdx.x == 0 && blockIdx.y == 0 &&            \
+        blockIdx.z == 0 && c - c_begin < kTraceChunks)                                     \
+      p.trace[kTraceStepSlots + (c - c_begin) * kTraceChunkEvents + (ev)] = clock64();     \
+  } while (0)
+#define PAIR_TRACE_KERNEL(slot)                                                            \
+  do {                                                                                     \
+    if (p.trace != nullptr && tid == 0 && blockIdx.x == 0 && blockIdx.y == 0 &&            \
+        blockIdx.z == 0) {                                                                 \
+      uint64_t ns;                                                                         \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                               \
+      p.trace[kTraceKernelSlot + 2 * (slot)] = clock64();                                  \
+      p.trace[kTraceKernelSlot + 2 * (slot) + 1] = static_cast<long long>(ns);             \
+    }                                                                                      \
+  } while (0)
+#else
+#define PAIR_TRACE_CHUNK(ev) \
+  do {                       \
+  } while (0)
+#define PAIR_TRACE_KERNEL(slot) \
+  do {                          \
+  } while (0)
+#define PAIR_TRACE(ev) \
+  do {                 \
+  } while (0)
+#endif
+
+}  // namespace flashmla::cuda::mla_decode
