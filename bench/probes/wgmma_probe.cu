@@ -194,6 +194,186 @@ int run(const char* name, double nominal_per_iter, int sms, long long* d_cycles,
   return 0;
 }
 
+
+// ---- The pair kernel's skeleton: its wgmma groups, waits and buffer-part releases (one
+// mbarrier per atom, completed by the thread that "refills" the part, as in the kernel's
+// FLASHMLA_DENSE_DECODE_PROBE_NO_COPY build), without loads. Variants add the pieces back. ----
+enum Skeleton {
+  kSkelCoupled = 0,   // parts released after their last reader, as in the kernel
+  kSkelSelf = 1,      // every part released by its own warpgroup right after its S (no coupling)
+  kSkelHandoffs = 2,  // coupled + the kernel's four named-barrier hand-offs
+  kSkelSoftmax = 3,   // coupled + hand-offs + softmax-like math (exp2 of S) in each warpgroup
+};
+constexpr int kSkQ = 0, kSkK0 = 9 * kAtomBytes, kSkK1 = 18 * kAtomBytes, kSkP0 = 27 * kAtomBytes;
+constexpr int kSkP1 = 8 * kAtomBytes;  // Q's RoPE atom, as in the kernel
+constexpr int kSkBars = 28 * kAtomBytes;
+constexpr int kSkSmem = kSkBars + 256 + 1024;
+constexpr int kSkSteps = 256;
+
+template <int kV>
+__global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sink) {
+  extern __shared__ uint8_t smem_raw[];
+  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  for (int i = threadIdx.x; i < kSkBars / 16; i += 256)
+    reinterpret_cast<uint4*>(smem)[i] = make_uint4(0x3c003c00u ^ i, 0x3c00u, i & 0xff, 0);
+  sm90::fence_proxy_async();
+  const uint32_t base = sm90::smem_addr(smem);
+  const uint32_t bars0 = base + kSkBars, bars1 = bars0 + 72;
+  if (threadIdx.x == 0) {
+    for (int a = 0; a < 18; ++a) sm90::mbarrier_init(bars0 + 8 * a, 1);
+    sm90::fence_mbarrier_init();
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    for (int a = 0; a < 18; ++a) sm90::mbarrier_arrive(bars0 + 8 * a);  // step 0's blocks
+  __syncthreads();
+  const int wg = threadIdx.x / 128, t128 = threadIdx.x % 128;
+  const uint64_t desc_q = sm90::make_smem_desc(base + kSkQ, 16, 1024);
+  const uint32_t k0 = base + kSkK0, k1 = base + kSkK1;
+  const uint64_t desc_k = sm90::make_smem_desc(wg == 0 ? k0 : k1, 16, 1024);
+  const uint32_t my_bars = wg == 0 ? bars0 : bars1;
+  float s[32], o[128];
+  uint32_t q8[16], pb[16];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) o[i] = 0.f;
+#pragma unroll
+  for (int i = 0; i < 16; ++i) q8[i] = pb[i] = 0x3c003c00u + threadIdx.x;
+  auto issue_s = [&](int first, int last, uint32_t parity) {
+    for (int a = first; a < last; ++a) {  // (unrolled by the compiler: constant bounds)
+      sm90::mbarrier_wait(my_bars + 8 * a, parity);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const uint64_t db = sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32);
+        if (a == 8) sm90::wgmma_m64n64k16_rs<T>(s, q8 + 4 * kk, db, 1);
+        else sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32), db, 1);
+      }
+      sm90::wgmma_commit();
+    }
+  };
+  auto pv_rs = [&](uint32_t buf, int half) {
+    const uint64_t dv = sm90::make_smem_desc(buf + half * 4 * kAtomBytes, kAtomBytes, 1024);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(dv, kk * 16 * 128), 1);
+    sm90::wgmma_commit();
+  };
+  auto pv_ss = [&](uint32_t p_addr, uint32_t buf, int half) {
+    const uint64_t dp = sm90::make_smem_desc(p_addr, 16, 1024);
+    const uint64_t dv = sm90::make_smem_desc(buf + half * 4 * kAtomBytes, kAtomBytes, 1024);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(dp, kk * 32),
+                                      sm90::desc_advance(dv, kk * 16 * 128), 1);
+    sm90::wgmma_commit();
+  };
+  auto release = [&](uint32_t bars, int first, int last) {
+    if (t128 == 0)
+      for (int a = first; a < last; ++a) sm90::mbarrier_arrive(bars + 8 * a);
+  };
+  auto softmax = [&]() {
+    if constexpr (kV == kSkelSoftmax) {
+      float m = -1e30f, sum = 0.f;
+#pragma unroll
+      for (int i = 0; i < 32; ++i) m = fmaxf(m, s[i]);
+      m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffff, m, 2));
+#pragma unroll
+      for (int i = 0; i < 16; ++i) {
+        const float a = exp2f(fmaf(s[2 * i], 0.1f, -m)), b = exp2f(fmaf(s[2 * i + 1], 0.1f, -m));
+        sum += a + b;
+        __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+        pb[i] = *reinterpret_cast<uint32_t*>(&h);
+      }
+      if (sum == 12345.f) sink[threadIdx.x] = sum;
+    }
+  };
+  constexpr bool kHand = kV == kSkelHandoffs || kV == kSkelSoftmax;
+  // step 0's S
+  issue_s(8, 9, 0);
+  issue_s(0, 8, 0);
+  sm90::wgmma_wait<0>();
+  sm90::fence_regs(s);
+  __syncthreads();
+  const long long t0 = clock64();
+  uint32_t parity = 1;
+  for (int st = 0; st < kSkSteps; ++st) {
+    if (wg == 0) {
+      softmax();
+      if constexpr (kHand) sm90::named_barrier_arrive(6, 256);            // Scale0
+      if constexpr (kV == kSkelSelf) release(bars0, 0, 9);
+      else release(bars0, 8, 9);                                         // RoPE after S
+      pv_rs(k0, 0);                                                      // P0 V0_L
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(o);
+      sm90::fence_regs(pb);
+      if constexpr (kV != kSkelSelf) release(bars0, 0, 4);
+      if constexpr (kHand) sm90::named_barrier_sync(7, 256);             // Scale1
+      if constexpr (kHand) sm90::named_barrier_arrive(8, 256);           // P0
+      if constexpr (kHand) sm90::named_barrier_sync(9, 256);             // P1
+      pv_ss(base + kSkP1, k1, 0);                                        // P1 V1_L
+      issue_s(8, 9, parity);
+      issue_s(0, 4, parity);
+      sm90::wgmma_wait<5>();
+      if constexpr (kV != kSkelSelf) release(bars1, 0, 4);
+      issue_s(4, 8, parity);
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(o);
+      sm90::fence_regs(s);
+    } else {
+      if constexpr (kHand) sm90::named_barrier_sync(6, 256);             // Scale0
+      softmax();
+      if constexpr (kHand) sm90::named_barrier_arrive(7, 256);           // Scale1
+      if constexpr (kV == kSkelSelf) release(bars1, 0, 9);
+      else release(bars1, 8, 9);
+      pv_rs(k1, 1);                                                      // P1 V1_R
+      if constexpr (kHand) sm90::named_barrier_sync(8, 256);             // P0
+      pv_ss(base + kSkP0, k0, 1);                                        // P0' V0_R
+      if constexpr (kHand) sm90::named_barrier_arrive(9, 256);           // P1
+      sm90::wgmma_wait<1>();
+      if constexpr (kV != kSkelSelf) release(bars1, 4, 8);
+      sm90::wgmma_wait<0>();
+      if constexpr (kV != kSkelSelf) release(bars0, 4, 8);
+      sm90::fence_regs(o);
+      sm90::fence_regs(pb);
+      issue_s(8, 9, parity);
+      issue_s(4, 8, parity);
+      issue_s(0, 4, parity);
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(o);
+      sm90::fence_regs(s);
+    }
+    parity ^= 1;
+  }
+  const long long t1 = clock64();
+  if (t128 == 0) cycles[blockIdx.x * 2 + wg] = t1 - t0;
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc += s[i];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc += o[i];
+  if (acc == 12345.f) sink[threadIdx.x] = acc;
+}
+
+template <int kV>
+int run_skeleton(const char* name, int sms, long long* d_cycles, float* d_sink) {
+  CHECK(cudaFuncSetAttribute(skeleton<kV>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSkSmem));
+  for (int rep = 0; rep < 3; ++rep) {
+    skeleton<kV><<<sms, 256, kSkSmem>>>(d_cycles, d_sink);
+    CHECK(cudaDeviceSynchronize());
+  }
+  std::vector<long long> cyc(2 * sms);
+  CHECK(cudaMemcpy(cyc.data(), d_cycles, cyc.size() * sizeof(long long), cudaMemcpyDeviceToHost));
+  double mean = 0;
+  for (int i = 0; i < sms; ++i) mean += static_cast<double>(std::max(cyc[2 * i], cyc[2 * i + 1]));
+  mean /= sms;
+  std::printf("skeleton %-40s %7.0f cycles/step  nominal 4352  tensor-busy %5.1f %%\n", name,
+              mean / kSkSteps, 100.0 * 4352.0 * kSkSteps / mean);
+  return 0;
+}
+
 int main() {
   int sms = 0;
   CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -219,5 +399,9 @@ int main() {
   rc |= run<kSWithSts>("S WG0, WG1 st.shared + fence", 36 * 32.0, sms, d_cycles, d_sink);
   rc |= run<kMixBoth>("S + PV (one pair step), both WGs", 2 * (36 * 32.0 + 8 * 128.0), sms,
                       d_cycles, d_sink);
+  rc |= run_skeleton<kSkelCoupled>("coupled releases", sms, d_cycles, d_sink);
+  rc |= run_skeleton<kSkelSelf>("self releases (no coupling)", sms, d_cycles, d_sink);
+  rc |= run_skeleton<kSkelHandoffs>("coupled + hand-offs", sms, d_cycles, d_sink);
+  rc |= run_skeleton<kSkelSoftmax>("coupled + hand-offs + softmax", sms, d_cycles, d_sink);
   return rc;
 }
