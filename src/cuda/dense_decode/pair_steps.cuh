@@ -59,11 +59,13 @@ __device__ __forceinline__ uint32_t cluster_size(const MainParams& p) {
   return p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
 }
 
+// Without a cluster the thread that releases a part is the one that refills it (program order is
+// the whole protocol), so the empty barriers are only used with clusters.
 __device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty, int h) {
+  if (cluster_size(p) == 1) return;
   sm90::mbarrier_arrive(empty + 8 * h);
-  if (cluster_size(p) > 1)
-    sm90::mbarrier_arrive_cluster(
-        sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
+  sm90::mbarrier_arrive_cluster(
+      sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
 }
 
 // Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
@@ -72,10 +74,10 @@ template <int kFirst, int kLast>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
                                           uint32_t buf_addr, uint32_t bars) {
-  sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // a fresh barrier passes
+  const uint32_t csize = cluster_size(p);
+  if (csize > 1) sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // fresh: passes
   loads ^= 1u << h;
   const int blk = at.blk, row = at.row;
-  const uint32_t csize = cluster_size(p);
   const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
   const uint64_t policy =
       p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
