@@ -572,7 +572,7 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
   auto* kernel = &main_kernel<T, kDqk>;
   int smem = SmemPlan<kDqk>::kBytes;
   if (p.use_tma && p.variant == kVariantPair) {
-    kernel = &pair_kernel<T, kDqk>;
+    kernel = p.cluster_tiles > 1 ? &pair_kernel<T, kDqk, true> : &pair_kernel<T, kDqk, false>;
     smem = PairSmemPlan<kDqk>::kBytes;
   } else if (p.use_tma && p.variant == kVariantSeesaw) {
     kernel = &seesaw_kernel<T, kDqk>;

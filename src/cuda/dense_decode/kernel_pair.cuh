@@ -31,7 +31,7 @@
 
 namespace flashmla::cuda::mla_decode {
 
-template <typename T, int kDqk>
+template <typename T, int kDqk, bool kCluster>
 __global__ void __launch_bounds__(kThreads, 1)
     pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -80,7 +80,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
   const uint64_t desc_k0 = sm90::make_smem_desc(k0_addr, 16, 1024);
   const uint64_t desc_k1 = sm90::make_smem_desc(k1_addr, 16, 1024);
-  const uint32_t csize = cluster_size(p);
+  constexpr uint32_t csize = cluster_size<kCluster>();
   const uint32_t empty = sm90::smem_addr(smem + Plan::kEmpty);
   if (tid == 0) {
     for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars0 + 8 * a, 1);
@@ -89,7 +89,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     sm90::fence_mbarrier_init();
   }
   uint32_t loads = 0;  // threads 0 and 128: parity bits of their halves' loads
-  if (csize > 1) sm90::cluster_sync();  // the peer's barriers are initialised before any arrival
+  // the peer's barriers are initialised before any arrival
+  if constexpr (csize > 1) sm90::cluster_sync();
   // Parity of the next completion of this warpgroup's buffer (WG0: K0, WG1: K1). Every load of
   // a buffer is consumed by exactly one S of its warpgroup, so phases stay in step across chunks.
   uint32_t parity = 0;
@@ -138,19 +139,18 @@ __global__ void __launch_bounds__(kThreads, 1)
                                 : BlockAddr{0, 0};
       if (tid == 0) {
         if constexpr (kRope)
-          load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
-                                 bars0);
-        load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
+          load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
+              bars0);
+        load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
         if (n_blocks > 1)
-          load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1,
-                              k1_addr, bars1);
+          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1);
       } else if (tid == 128) {
-        load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
+        load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
         if (n_blocks > 1) {
           if constexpr (kRope)
-            load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr, bars1);
-          load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1,
-                               k1_addr, bars1);
+            load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
+                bars1);
+          load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1);
         }
       }
       load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
@@ -240,10 +240,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         PAIR_TRACE(1);
         if constexpr (kRope) {  // S0 is done with K0's RoPE atom
           if (t128 == 0) {
-            release_half(p, empty, kK0Rope);
+            release_half<kCluster>(empty, kK0Rope);
             if (next0)
-              load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at, k0_addr,
-                                     bars0);
+              load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at,
+                  k0_addr, bars0);
           }
         }
         rescale_o(o, sc[0], sc[1]);
@@ -256,14 +256,14 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
         PAIR_TRACE(3);
-        if (t128 == 0) release_half(p, empty, kK0Lo);
+        if (t128 == 0) release_half<kCluster>(empty, kK0Lo);
 
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
         pair_sync(kBarScale1);
         PAIR_TRACE(4);
         if (next0 && t128 == 0)
-          load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at,
-                              k0_addr, bars0);
+          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
+              bars0);
         float sc1[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) sc1[h] = scale1_smem[my_row[h]];
@@ -301,9 +301,10 @@ __global__ void __launch_bounds__(kThreads, 1)
           else sm90::wgmma_wait<0>();
           PAIR_TRACE(9);
           if (t128 == 0) {
-            release_half(p, empty, kK1Lo);
+            release_half<kCluster>(empty, kK1Lo);
             if (next1)
-              load_half<0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr, bars1);
+              load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr,
+                  bars1);
           }
         }
         if (next0) {
@@ -362,10 +363,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         PAIR_TRACE(2);
         if constexpr (kRope) {  // S1 is done with K1's RoPE atom
           if (t128 == 0 && has1) {
-            release_half(p, empty, kK1Rope);
+            release_half<kCluster>(empty, kK1Rope);
             if (next1)
-              load_half<kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at, k1_addr,
-                                     bars1);
+              load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
+                  k1_addr, bars1);
           }
         }
         rescale_o(o, f[0], f[1]);
@@ -393,17 +394,19 @@ __global__ void __launch_bounds__(kThreads, 1)
           sm90::wgmma_wait<1>();
           PAIR_TRACE(6);
           if (t128 == 0) {
-            release_half(p, empty, kK1Hi);
+            release_half<kCluster>(empty, kK1Hi);
             if (next1)
-              load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr, bars1);
+              load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr,
+                  bars1);
           }
         }
         sm90::wgmma_wait<0>();
         PAIR_TRACE(7);
         if (t128 == 0) {
-          release_half(p, empty, kK0Hi);
+          release_half<kCluster>(empty, kK0Hi);
           if (next0)
-            load_half<kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr, bars0);
+            load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
+                bars0);
         }
         if (next1) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
@@ -435,7 +438,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     PAIR_TRACE_CHUNK(4);
   }
   PAIR_TRACE_KERNEL(1);
-  if (csize > 1) sm90::cluster_sync();  // no CTA leaves while its peer may still signal it
+  // no CTA leaves while its peer may still signal it
+  if constexpr (csize > 1) sm90::cluster_sync();
 #endif
 }
 

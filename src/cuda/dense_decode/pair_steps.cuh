@@ -55,14 +55,18 @@ inline constexpr int kBufferParts = 6;
 // released exactly once, so the barriers' phases stay in step across chunks. Everything but the
 // parity bits (`loads`) is recomputed per call: these run in one thread, the registers would be
 // held by all.
-__device__ __forceinline__ uint32_t cluster_size(const MainParams& p) {
-  return p.cluster_tiles > 1 ? static_cast<uint32_t>(p.cluster_tiles) : 1u;
+// kCluster: the kernel variant for clusters of two q tiles (the launcher picks it when
+// p.cluster_tiles == 2); without it no multicast or cross-CTA code is compiled in.
+template <bool kCluster>
+__device__ __forceinline__ constexpr uint32_t cluster_size() {
+  return kCluster ? 2u : 1u;
 }
 
 // Without a cluster the thread that releases a part is the one that refills it (program order is
 // the whole protocol), so the empty barriers are only used with clusters.
-__device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty, int h) {
-  if (cluster_size(p) == 1) return;
+template <bool kCluster>
+__device__ __forceinline__ void release_half(uint32_t empty, int h) {
+  if constexpr (!kCluster) return;
   sm90::mbarrier_arrive(empty + 8 * h);
   sm90::mbarrier_arrive_cluster(
       sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
@@ -70,15 +74,16 @@ __device__ __forceinline__ void release_half(const MainParams& p, uint32_t empty
 
 // Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
 // `bars`: arms every atom's barrier here, copies this CTA's share.
-template <int kFirst, int kLast>
+template <bool kCluster, int kFirst, int kLast>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
                                           uint32_t buf_addr, uint32_t bars) {
-  const uint32_t csize = cluster_size(p);
-  if (csize > 1) sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);  // fresh: passes
+  constexpr uint32_t csize = cluster_size<kCluster>();
+  if constexpr (csize > 1)  // a fresh barrier passes
+    sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);
   loads ^= 1u << h;
   const int blk = at.blk, row = at.row;
-  const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0;
+  const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0u;
   const uint64_t policy =
       p.kv_evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COPY)  // diagnostic build: barriers complete at once
@@ -90,7 +95,7 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
-    if (csize == 1)
+    if constexpr (csize == 1)
       sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
                         blk, policy);
     else if (static_cast<uint32_t>(a) % csize == rank)
