@@ -41,10 +41,42 @@ enum Mode {
   kMixBar = 12,     // one pair step (S + P V) in both warpgroups, an mbarrier wait per S atom
 };
 
+__device__ __forceinline__ uint8_t* align_1024(uint8_t* p) {
+  return reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(p) + 1023) & ~uintptr_t{1023});
+}
+
+// Makes the accumulators observable so the compiler keeps every wgmma.
+__device__ __forceinline__ void keep_alive(const float (&s)[32], const float (&o)[128],
+                                           float* sink) {
+  float acc = 0.f;
+#pragma unroll
+  for (int i = 0; i < 32; ++i) acc += s[i];
+#pragma unroll
+  for (int i = 0; i < 128; ++i) acc += o[i];
+  if (acc == 12345.f) sink[threadIdx.x] = acc;
+}
+
+// O += P V with P from registers (pv_rs) or shared memory (pv_ss), one commit group.
+__device__ __forceinline__ void pv_rs(float (&o)[128], const uint32_t (&pb)[16], uint64_t desc_v) {
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+  sm90::wgmma_commit();
+}
+__device__ __forceinline__ void pv_ss(float (&o)[128], uint64_t desc_p, uint64_t desc_v) {
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < 4; ++kk)
+    sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
+                                    sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+  sm90::wgmma_commit();
+}
+
 template <int kMode>
 __global__ void __launch_bounds__(256, 1) probe(long long* cycles, float* sink) {
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = align_1024(smem_raw);
   for (int i = threadIdx.x; i < (kSmem - 1024) / 16; i += 256)
     reinterpret_cast<uint4*>(smem)[i] = make_uint4(0x3c003c00u ^ i, 0x3c00u, i, 0);
   sm90::fence_proxy_async();
@@ -85,7 +117,8 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, float* sink) 
       if constexpr (kMode == kSWithSts) {
 #pragma unroll
         for (int i = 0; i < 16; ++i)
-          reinterpret_cast<uint32_t*>(smem + kP)[(threadIdx.x % 128) * 16 + ((i + threadIdx.x) & 15)] =
+          reinterpret_cast<uint32_t*>(smem + kP)[(threadIdx.x % 128) * 16 +
+                                                 ((i + threadIdx.x) & 15)] =
               __float_as_uint(x[i]) + it;
         sm90::fence_proxy_async();
         x[it & 31] += 1.0f;
@@ -123,18 +156,8 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, float* sink) 
       }
       if constexpr (kMode == kPvBoth || kMode == kPvOne || kMode == kMixBoth ||
                     kMode == kPvWithAlu || kMode == kMixBar) {
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
-                                          1);
-        sm90::wgmma_commit();
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
-                                          sm90::desc_advance(desc_v, kk * 16 * 128), 1);
-        sm90::wgmma_commit();
+        pv_rs(o, pb, desc_v);
+        pv_ss(o, desc_p, desc_v);
       }
       sm90::wgmma_wait<0>();
       sm90::fence_regs(s);
@@ -145,12 +168,7 @@ __global__ void __launch_bounds__(256, 1) probe(long long* cycles, float* sink) 
   __syncthreads();
   if (threadIdx.x % 128 == 0) cycles[blockIdx.x * 2 + wg] = active ? t1 - t0 : 0;
   // (the ALU warpgroup's clock is not reported: it only loads the SM)
-  float acc = 0.f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) acc += s[i];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) acc += o[i];
-  if (acc == 12345.f) sink[threadIdx.x] = acc;
+  keep_alive(s, o, sink);
 }
 
 #define CHECK(x)                                                                      \
@@ -213,7 +231,7 @@ constexpr int kSkSteps = 256;
 template <int kV>
 __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sink) {
   extern __shared__ uint8_t smem_raw[];
-  uint8_t* smem = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t{1023});
+  uint8_t* smem = align_1024(smem_raw);
   for (int i = threadIdx.x; i < kSkBars / 16; i += 256)
     reinterpret_cast<uint4*>(smem)[i] = make_uint4(0x3c003c00u ^ i, 0x3c00u, i & 0xff, 0);
   sm90::fence_proxy_async();
@@ -246,29 +264,17 @@ __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sin
       for (int kk = 0; kk < 4; ++kk) {
         const uint64_t db = sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32);
         if (a == 8) sm90::wgmma_m64n64k16_rs<T>(s, q8 + 4 * kk, db, 1);
-        else sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32), db, 1);
+        else
+          sm90::wgmma_m64n64k16_ss<T>(
+              s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32), db, 1);
       }
       sm90::wgmma_commit();
     }
   };
-  auto pv_rs = [&](uint32_t buf, int half) {
-    const uint64_t dv = sm90::make_smem_desc(buf + half * 4 * kAtomBytes, kAtomBytes, 1024);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n256k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(dv, kk * 16 * 128), 1);
-    sm90::wgmma_commit();
+  auto v_half = [&](uint32_t buf, int half) {
+    return sm90::make_smem_desc(buf + half * 4 * kAtomBytes, kAtomBytes, 1024);
   };
-  auto pv_ss = [&](uint32_t p_addr, uint32_t buf, int half) {
-    const uint64_t dp = sm90::make_smem_desc(p_addr, 16, 1024);
-    const uint64_t dv = sm90::make_smem_desc(buf + half * 4 * kAtomBytes, kAtomBytes, 1024);
-    sm90::wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk)
-      sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(dp, kk * 32),
-                                      sm90::desc_advance(dv, kk * 16 * 128), 1);
-    sm90::wgmma_commit();
-  };
+  auto p_desc = [&](uint32_t p_addr) { return sm90::make_smem_desc(p_addr, 16, 1024); };
   auto release = [&](uint32_t bars, int first, int last) {
     if (t128 == 0)
       for (int a = first; a < last; ++a) sm90::mbarrier_arrive(bars + 8 * a);
@@ -305,7 +311,7 @@ __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sin
       if constexpr (kHand) sm90::named_barrier_arrive(6, 256);            // Scale0
       if constexpr (kV == kSkelSelf) release(bars0, 0, 9);
       else release(bars0, 8, 9);                                         // RoPE after S
-      pv_rs(k0, 0);                                                      // P0 V0_L
+      pv_rs(o, pb, v_half(k0, 0));                                       // P0 V0_L
       sm90::wgmma_wait<0>();
       sm90::fence_regs(o);
       sm90::fence_regs(pb);
@@ -313,7 +319,7 @@ __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sin
       if constexpr (kHand) sm90::named_barrier_sync(7, 256);             // Scale1
       if constexpr (kHand) sm90::named_barrier_arrive(8, 256);           // P0
       if constexpr (kHand) sm90::named_barrier_sync(9, 256);             // P1
-      pv_ss(base + kSkP1, k1, 0);                                        // P1 V1_L
+      pv_ss(o, p_desc(base + kSkP1), v_half(k1, 0));                     // P1 V1_L
       issue_s(8, 9, parity);
       issue_s(0, 4, parity);
       sm90::wgmma_wait<5>();
@@ -328,9 +334,9 @@ __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sin
       if constexpr (kHand) sm90::named_barrier_arrive(7, 256);           // Scale1
       if constexpr (kV == kSkelSelf) release(bars1, 0, 9);
       else release(bars1, 8, 9);
-      pv_rs(k1, 1);                                                      // P1 V1_R
+      pv_rs(o, pb, v_half(k1, 1));                                       // P1 V1_R
       if constexpr (kHand) sm90::named_barrier_sync(8, 256);             // P0
-      pv_ss(base + kSkP0, k0, 1);                                        // P0' V0_R
+      pv_ss(o, p_desc(base + kSkP0), v_half(k0, 1));                     // P0' V0_R
       if constexpr (kHand) sm90::named_barrier_arrive(9, 256);           // P1
       sm90::wgmma_wait<1>();
       if constexpr (kV != kSkelSelf) release(bars1, 4, 8);
@@ -349,12 +355,7 @@ __global__ void __launch_bounds__(256, 1) skeleton(long long* cycles, float* sin
   }
   const long long t1 = clock64();
   if (t128 == 0) cycles[blockIdx.x * 2 + wg] = t1 - t0;
-  float acc = 0.f;
-#pragma unroll
-  for (int i = 0; i < 32; ++i) acc += s[i];
-#pragma unroll
-  for (int i = 0; i < 128; ++i) acc += o[i];
-  if (acc == 12345.f) sink[threadIdx.x] = acc;
+  keep_alive(s, o, sink);
 }
 
 template <int kV>
