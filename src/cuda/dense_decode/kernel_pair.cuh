@@ -238,7 +238,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
         hand_off(p, kBarScale0);
         PAIR_TRACE(1);
-        if constexpr (kRope) {  // S0 is done with K0's RoPE atom
+        rescale_o(o, sc[0], sc[1]);
+
+        // ---- O_L += P0 V0_L; refill K0's RoPE atom (S0 is done with it) under it ----
+        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, static_cast<int>(len - tok0), 0);
+        issue_pv_rs<T>(o, pb, k0_addr, 0);
+        PAIR_TRACE(2);
+        // (The loader lane is a compute lane: its refills go after the warpgroup's next wgmma
+        // issue wherever the refill has slack, so they do not delay that issue.)
+        if constexpr (kRope) {
           if (t128 == 0) {
             release_half<kCluster>(empty, kK0Rope);
             if (next0)
@@ -246,12 +254,6 @@ __global__ void __launch_bounds__(kThreads, 1)
                   k0_addr, bars0);
           }
         }
-        rescale_o(o, sc[0], sc[1]);
-
-        // ---- O_L += P0 V0_L ----
-        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, static_cast<int>(len - tok0), 0);
-        issue_pv_rs<T>(o, pb, k0_addr, 0);
-        PAIR_TRACE(2);
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
@@ -261,9 +263,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
         pair_sync(kBarScale1);
         PAIR_TRACE(4);
-        if (next0 && t128 == 0)
-          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
-              bars0);
         float sc1[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) sc1[h] = scale1_smem[my_row[h]];
@@ -276,6 +275,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::fence_proxy_async();
         hand_off(p, kBarP0);
         PAIR_TRACE(5);
+        if (next0 && t128 == 0)  // K0's first half, released above
+          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
+              bars0);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         rescale_o(o, sc1[0], sc1[1]);
@@ -361,14 +363,6 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         hand_off(p, kBarScale1);
         PAIR_TRACE(2);
-        if constexpr (kRope) {  // S1 is done with K1's RoPE atom
-          if (t128 == 0 && has1) {
-            release_half<kCluster>(empty, kK1Rope);
-            if (next1)
-              load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
-                  k1_addr, bars1);
-          }
-        }
         rescale_o(o, f[0], f[1]);
 
         // ---- O_R += P1 V1_R (P1 from registers; P1 also to shared memory for WG0) ----
@@ -379,6 +373,14 @@ __global__ void __launch_bounds__(kThreads, 1)
             zero_v_tail(k1_smem, 1, static_cast<int>(len - tok1), 1);
           issue_pv_rs<T>(o, pb, k1_addr, 1);
           PAIR_TRACE(3);
+          if constexpr (kRope) {  // S1 is done with K1's RoPE atom
+            if (t128 == 0) {
+              release_half<kCluster>(empty, kK1Rope);
+              if (next1)
+                load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
+                    k1_addr, bars1);
+            }
+          }
         }
 
         // ---- O_R += P0' V0_R ----
