@@ -20,6 +20,12 @@
 //                                               only: the seesaw kernel would deadlock)
 #pragma once
 
+#include <cstdio>
+#include <cstdlib>
+
+#include "cuda/common/cuda_check.h"
+#include "cuda/dense_decode/traits.h"
+
 namespace flashmla::cuda::mla_decode {
 
 #if defined(FLASHMLA_DENSE_DECODE_TRACE_ALL_STEPS)
@@ -72,6 +78,52 @@ inline constexpr int kTraceSlots = kTraceKernelSlot + 4;
 #define PAIR_TRACE(ev) \
   do {                 \
   } while (0)
+#endif
+
+#if defined(FLASHMLA_DENSE_DECODE_TRACE)
+// The launch FLASHMLA_DENSE_DECODE_TRACE names (1 = the first) of the pair kernel is traced.
+inline bool trace_this_launch(const MainParams& p) {
+  static int calls = 0;
+  const char* env = std::getenv("FLASHMLA_DENSE_DECODE_TRACE");
+  if (env == nullptr || !p.use_tma || p.variant != kVariantPair) return false;
+  return ++calls == std::atoi(env);
+}
+inline void print_trace(const long long* dev) {
+  long long h[kTraceSlots];
+  FLASHMLA_CUDA_CHECK(cudaMemcpy(h, dev, sizeof(h), cudaMemcpyDeviceToHost));
+  if (kTraceSteps > 8) {  // one line per step: its length and WG0's S-issue waits (events 7-10)
+    for (int st = 0; st + 1 < kTraceSteps; ++st) {
+      const long long* w0 = h + st * kTraceEvents;
+      if (w0[kTraceEvents] == 0) break;
+      std::fprintf(stderr, "trace step %d: %lld cycles, wg0 S issue %lld\n", st,
+                   w0[kTraceEvents] - w0[0], w0[10] - w0[7]);
+    }
+  }
+  for (int st = 0; st < kTraceSteps && kTraceSteps <= 8; ++st) {
+    const long long t0 = h[st * kTraceEvents];
+    for (int wg = 0; wg < 2; ++wg) {
+      std::fprintf(stderr, "trace step %d wg%d:", kTraceFirstStep + st, wg);
+      for (int e = 0; e < kTraceEvents; ++e) {
+        const long long v = h[(wg * kTraceSteps + st) * kTraceEvents + e];
+        if (v != 0) std::fprintf(stderr, " %d:%lld", e, v - t0);
+      }
+      std::fprintf(stderr, "\n");
+    }
+  }
+  const long long k0 = h[kTraceKernelSlot];
+  for (int c = 0; c < kTraceChunks; ++c) {
+    std::fprintf(stderr, "trace chunk %d:", c);
+    for (int e = 0; e < kTraceChunkEvents; ++e) {
+      const long long v = h[kTraceStepSlots + c * kTraceChunkEvents + e];
+      if (v != 0) std::fprintf(stderr, " %d:%lld", e, v - k0);
+    }
+    std::fprintf(stderr, "\n");
+  }
+  const long long cycles = h[kTraceKernelSlot + 2] - k0;
+  const long long ns = h[kTraceKernelSlot + 3] - h[kTraceKernelSlot + 1];
+  std::fprintf(stderr, "trace CTA 0: %lld cycles in %lld ns = %.0f MHz\n", cycles, ns,
+               ns > 0 ? 1e3 * static_cast<double>(cycles) / static_cast<double>(ns) : 0.0);
+}
 #endif
 
 }  // namespace flashmla::cuda::mla_decode
