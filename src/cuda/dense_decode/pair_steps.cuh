@@ -132,12 +132,16 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&
   }
 }
 
+// Descriptor of the V half `half` of a buffer as the MN-major B operand of P V (LBO: next atom).
+__device__ __forceinline__ uint64_t v_half_desc(uint32_t buf_addr, int half) {
+  return sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+}
+
 // O_half += P V[:, 256 half, 256 half + 256) with P in registers (A fragments).
 template <typename T>
 __device__ __forceinline__ void issue_pv_rs(float (&o)[128], const uint32_t (&pb)[16],
                                             uint32_t buf_addr, int half) {
-  const uint64_t desc_v =
-      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  const uint64_t desc_v = v_half_desc(buf_addr, half);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)
   return;
 #endif
@@ -154,8 +158,7 @@ template <typename T>
 __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, uint32_t buf_addr,
                                             int half) {
   const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
-  const uint64_t desc_v =
-      sm90::make_smem_desc(buf_addr + half * kVAtomsPerHalf * kAtomBytes, kAtomBytes, 1024);
+  const uint64_t desc_v = v_half_desc(buf_addr, half);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)
   return;
 #endif
