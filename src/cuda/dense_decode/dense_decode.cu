@@ -100,6 +100,8 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 //                                                           with multicast KV loads (slower)
 //   FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS = 1                 pair / seesaw, bar.sync hand-offs
 //                                                           (for racecheck; slower)
+//   FLASHMLA_DENSE_DECODE_LOADS = inline                    pair kernel without the producer
+//                                                           warpgroup (consumer lanes load)
 void choose_kernel(mla_decode::MainParams* m) {
   constexpr int kSmallRows = 32;
   const bool small = m->rows <= kSmallRows;
@@ -111,6 +113,7 @@ void choose_kernel(mla_decode::MainParams* m) {
   if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "normal")) m->kv_evict_normal = 1;
   if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "first")) m->kv_evict_normal = 0;
   m->sync_handoffs = env_is("FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS", "1") ? 1 : 0;
+  m->inline_loads = env_is("FLASHMLA_DENSE_DECODE_LOADS", "inline") ? 1 : 0;
   m->cluster_tiles = 1;
   const int q_tiles = (m->rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
   if (env_is("FLASHMLA_DENSE_DECODE_GRID", "cluster") && q_tiles % 2 == 0) m->cluster_tiles = 2;

@@ -524,8 +524,16 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
   // sizes: the lockstep kernel with cp.async gathers.
   auto* kernel = &main_kernel<T, kDqk>;
   int smem = SmemPlan<kDqk>::kBytes;
+  int threads = kThreads;
   if (p.use_tma && p.variant == kVariantPair) {
-    kernel = p.cluster_tiles > 1 ? &pair_kernel<T, kDqk, true> : &pair_kernel<T, kDqk, false>;
+    if (p.cluster_tiles > 1) {
+      kernel = &pair_kernel<T, kDqk, kLoadsCluster>;
+    } else if (p.inline_loads) {
+      kernel = &pair_kernel<T, kDqk, kLoadsInline>;
+    } else {
+      kernel = &pair_kernel<T, kDqk, kLoadsProducer>;
+      threads = pair_threads<kLoadsProducer>();
+    }
     smem = PairSmemPlan<kDqk>::kBytes;
   } else if (p.use_tma && p.variant == kVariantSeesaw) {
     kernel = &seesaw_kernel<T, kDqk>;
@@ -539,7 +547,7 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
   // The q tiles of a part are adjacent CTAs: they read the same KV blocks at about the same
   // time, so the second read hits in L2.
   cfg.gridDim = dim3(q_tiles, p.h_kv, p.num_parts);
-  cfg.blockDim = dim3(kThreads);
+  cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cudaLaunchAttribute attr[1];

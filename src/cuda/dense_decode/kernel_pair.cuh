@@ -31,8 +31,63 @@
 
 namespace flashmla::cuda::mla_decode {
 
-template <typename T, int kDqk, bool kCluster>
-__global__ void __launch_bounds__(kThreads, 1)
+// Threads of the pair kernel: two consumer warpgroups, plus the producer warpgroup.
+template <int kLoads>
+__host__ __device__ constexpr int pair_threads() {
+  return kLoads == kLoadsProducer ? kThreads + 128 : kThreads;
+}
+// Registers per thread after the producer hands its share to the consumers (setmaxnreg). The
+// CTA's pool is what it was launched with, 384 x 168 (the 64K file rounded down to a multiple of
+// 8 per thread), not the whole file: a request beyond it waits forever. 232 / 40 is the split
+// where neither role spills (240 / 24 spilled the producer's chunk walk).
+inline constexpr int kConsumerRegs = 232;
+inline constexpr int kProducerRegs = 40;
+static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == 384 * 168,
+              "setmaxnreg must redistribute exactly the CTA's launch registers");
+
+// The producer warpgroup's loop (kLoadsProducer): lane 0 of warp 0 loads the even blocks of every
+// chunk into K0, lane 0 of warp 1 the odd ones into K1, each part as soon as the consumers
+// released it (parts in the order they are released: K0 RoPE, V_L, V_R; K1 RoPE, V_R, V_L).
+// Everything it needs is computed here, after the register hand-over: values live across it
+// would have to fit the producer's 24 registers.
+template <int kDqk>
+__device__ __forceinline__ void pair_producer(const MainParams& p, const CUtensorMap* tmap,
+                                              uint32_t smem_base, int buf) {
+  using Plan = PairSmemPlan<kDqk>;
+  constexpr int kQAtoms = Plan::kQAtoms;
+  constexpr int kHalf = kVAtomsPerHalf;
+  constexpr int kV = kDimV / kAtomDims;
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  const int c_begin = view.part_begin()[blockIdx.z];
+  const int c_end = view.part_begin()[blockIdx.z + 1];
+  const int row_base = blockIdx.x * kRowsPerTile;
+  const int kvh = blockIdx.y;
+  const uint32_t k_addr = smem_base + (buf == 0 ? Plan::kK0 : Plan::kK1);
+  const uint32_t bars = smem_base + Plan::kBars + buf * 8 * kQAtoms;
+  const uint32_t empty = smem_base + Plan::kEmpty;
+  const int lo = buf == 0 ? kK0Lo : kK1Lo, hi = buf == 0 ? kK0Hi : kK1Hi;
+  const int rope = buf == 0 ? kK0Rope : kK1Rope;
+  uint32_t loads = 0;
+  for (int c = c_begin; c < c_end; ++c) {
+    const ChunkSpan sp = chunk_span<1>(p, view.chunks()[c], row_base);
+    for (int k = buf; k < sp.n_blocks; k += 2) {
+      const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
+      if constexpr (Plan::kRopeInRegs)
+        load_half<kLoadsProducer, kV, kQAtoms>(p, tmap, kvh, empty, loads, rope, at, k_addr,
+            bars);
+      if (buf == 0) {
+        load_half<kLoadsProducer, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
+        load_half<kLoadsProducer, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
+      } else {
+        load_half<kLoadsProducer, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
+        load_half<kLoadsProducer, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
+      }
+    }
+  }
+}
+
+template <typename T, int kDqk, int kLoads>
+__global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = PairSmemPlan<kDqk>;
@@ -44,6 +99,33 @@ __global__ void __launch_bounds__(kThreads, 1)
   constexpr int kGroupsBeforeHi = kHalf + (kRope ? 1 : 0);
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = align_smem_1024(smem_raw);
+  constexpr uint32_t csize = cluster_size<kLoads>();
+  constexpr bool kProducer = kLoads == kLoadsProducer;
+  sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
+  PAIR_TRACE_KERNEL(0);
+  {
+    const uint32_t bars = sm90::smem_addr(smem + Plan::kBars);
+    const uint32_t empty = sm90::smem_addr(smem + Plan::kEmpty);
+    if (threadIdx.x == 0) {
+      for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars + 8 * a, 1);
+      for (int h = 0; h < kBufferParts; ++h)
+        sm90::mbarrier_init(empty + 8 * h, static_cast<int>(csize));
+      sm90::fence_mbarrier_init();
+    }
+  }
+  // the peer's barriers are initialised before any arrival
+  if constexpr (csize > 1) sm90::cluster_sync();
+  if constexpr (kProducer) {
+    __syncthreads();  // barriers initialised before the producer's first copy
+    if (threadIdx.x >= kThreads) {
+      sm90::setmaxnreg_dec<kProducerRegs>();
+      const int warp = (threadIdx.x - kThreads) / 32;
+      if (threadIdx.x % 32 == 0 && warp < 2)
+        pair_producer<kDqk>(p, &tmap, sm90::smem_addr(smem), warp);
+      return;
+    }
+    sm90::setmaxnreg_inc<kConsumerRegs>();
+  }
   float* m_smem = reinterpret_cast<float*>(smem + Plan::kM);
   float* scale0_smem = reinterpret_cast<float*>(smem + Plan::kScale0);
   float* scale1_smem = reinterpret_cast<float*>(smem + Plan::kScale1);
@@ -66,8 +148,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int quad_col = lane % 4;
   const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
 
-  sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
-  PAIR_TRACE_KERNEL(0);
   const int part = blockIdx.z;  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
   const int row_base = blockIdx.x * kRowsPerTile;
@@ -80,17 +160,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
   const uint64_t desc_k0 = sm90::make_smem_desc(k0_addr, 16, 1024);
   const uint64_t desc_k1 = sm90::make_smem_desc(k1_addr, 16, 1024);
-  constexpr uint32_t csize = cluster_size<kCluster>();
   const uint32_t empty = sm90::smem_addr(smem + Plan::kEmpty);
-  if (tid == 0) {
-    for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars0 + 8 * a, 1);
-    for (int h = 0; h < kBufferParts; ++h)
-      sm90::mbarrier_init(empty + 8 * h, static_cast<int>(csize));
-    sm90::fence_mbarrier_init();
-  }
-  uint32_t loads = 0;  // threads 0 and 128: parity bits of their halves' loads
-  // the peer's barriers are initialised before any arrival
-  if constexpr (csize > 1) sm90::cluster_sync();
+  uint32_t loads = 0;  // threads 0 and 128 (inline loads): parity bits of their halves' loads
   // Parity of the next completion of this warpgroup's buffer (WG0: K0, WG1: K1). Every load of
   // a buffer is consumed by exactly one S of its warpgroup, so phases stay in step across chunks.
   uint32_t parity = 0;
@@ -98,11 +169,12 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int c = c_begin; c < c_end; ++c) {
     const sched::Chunk ch = view.chunks()[c];
     PAIR_TRACE_CHUNK(0);
-    const int64_t req = ch.req;
-    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
+    const ChunkSpan sp = chunk_span<csize>(p, ch, row_base);
+    const int req = sp.req;
+    const int len = sp.len;
 
     // Keys row r may see: [0, limit). Padding rows see nothing.
-    int64_t limit[2];
+    int limit[2];
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       limit[h] = 0;
@@ -112,54 +184,39 @@ __global__ void __launch_bounds__(kThreads, 1)
         limit[h] = limit[h] < 0 ? 0 : limit[h];
       }
     }
-    // Blocks to visit: up to the last key any row of the cluster sees (the CTAs of a cluster
-    // walk the same blocks; keys past a row's own limit are masked).
-    int64_t min_limit = len, max_limit = len;
-    if (p.causal) {
-      const int cluster_row_end =
-          min(p.rows, static_cast<int>(blockIdx.x / csize * csize + csize) * kRowsPerTile);
-      min_limit = len - p.s_q + row_base / p.group + 1;
-      min_limit = min_limit < 0 ? 0 : min_limit;
-      max_limit = len - p.s_q + (cluster_row_end - 1) / p.group + 1;
-      max_limit = max_limit < 0 ? 0 : max_limit;
-    }
-    const int64_t tok_begin = int64_t{ch.tile_begin} * kTokensPerTile;
-    int64_t tok_end = int64_t{ch.tile_end} * kTokensPerTile;
-    tok_end = tok_end < max_limit ? tok_end : max_limit;
-    const int n_blocks = tok_end > tok_begin
-                             ? static_cast<int>((tok_end - tok_begin + kTokensPerTile - 1) /
-                                                kTokensPerTile)
-                             : 0;
+    const int min_limit = sp.min_limit;
+    const int tok_begin = sp.tok_begin;
+    const int n_blocks = sp.n_blocks;
 
-    __syncthreads();  // the previous chunk is done with every buffer
-    if (n_blocks > 0) {
+    consumers_sync<kProducer>();  // the previous chunk is done with Q (and, inline, every buffer)
+    if (!kProducer && n_blocks > 0) {
       const BlockAddr at0 = tid % 128 == 0 ? block_addr(p, req, tok_begin) : BlockAddr{0, 0};
       const BlockAddr at1 = tid % 128 == 0 && n_blocks > 1
                                 ? block_addr(p, req, tok_begin + kTokensPerTile)
                                 : BlockAddr{0, 0};
       if (tid == 0) {
         if constexpr (kRope)
-          load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
+          load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
               bars0);
-        load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
+        load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
         if (n_blocks > 1)
-          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1);
+          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1);
       } else if (tid == 128) {
-        load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
+        load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
         if (n_blocks > 1) {
           if constexpr (kRope)
-            load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
+            load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
                 bars1);
-          load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1);
+          load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1);
         }
       }
-      load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
     }
+    if (n_blocks > 0) load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
     sm90::cp_async_commit();
     sm90::cp_async_wait<0>();
     sm90::fence_proxy_async();
     if (tid < kRowsPerTile) m_smem[tid] = -INFINITY;
-    __syncthreads();  // Q visible to the tensor cores, running max reset
+    consumers_sync<kProducer>();  // Q visible to the tensor cores, running max reset
     PAIR_TRACE_CHUNK(1);
 
     float o[128];
@@ -204,10 +261,10 @@ __global__ void __launch_bounds__(kThreads, 1)
       const bool has1 = b + 1 < n_blocks;
       const bool next0 = b + 2 < n_blocks;
       const bool next1 = b + 3 < n_blocks;
-      const int64_t tok0 = tok_begin + int64_t{b} * kTokensPerTile;
-      const int64_t tok1 = tok0 + kTokensPerTile;
+      const int tok0 = tok_begin + b * kTokensPerTile;
+      const int tok1 = tok0 + kTokensPerTile;
       BlockAddr next0_at{0, 0}, next1_at{0, 0};  // loader threads: blocks b + 2 and b + 3
-      if (t128 == 0) {
+      if (!kProducer && t128 == 0) {
         if (next0) next0_at = block_addr(p, req, tok0 + 2 * kTokensPerTile);
         if (next1) next1_at = block_addr(p, req, tok1 + 2 * kTokensPerTile);
       }
@@ -248,9 +305,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         // issue wherever the refill has slack, so they do not delay that issue.)
         if constexpr (kRope) {
           if (t128 == 0) {
-            release_half<kCluster>(empty, kK0Rope);
-            if (next0)
-              load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at,
+            release_half<kLoads>(empty, kK0Rope);
+            if (!kProducer && next0)
+              load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at,
                   k0_addr, bars0);
           }
         }
@@ -258,7 +315,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
         PAIR_TRACE(3);
-        if (t128 == 0) release_half<kCluster>(empty, kK0Lo);
+        if (t128 == 0) release_half<kLoads>(empty, kK0Lo);
 
         // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
         pair_sync(kBarScale1);
@@ -275,8 +332,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         sm90::fence_proxy_async();
         hand_off(p, kBarP0);
         PAIR_TRACE(5);
-        if (next0 && t128 == 0)  // K0's first half, released above
-          load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
+        if (!kProducer && next0 && t128 == 0)  // K0's first half, released above
+          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
               bars0);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
@@ -303,9 +360,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           else sm90::wgmma_wait<0>();
           PAIR_TRACE(9);
           if (t128 == 0) {
-            release_half<kCluster>(empty, kK1Lo);
-            if (next1)
-              load_half<kCluster, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr,
+            release_half<kLoads>(empty, kK1Lo);
+            if (!kProducer && next1)
+              load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr,
                   bars1);
           }
         }
@@ -375,9 +432,9 @@ __global__ void __launch_bounds__(kThreads, 1)
           PAIR_TRACE(3);
           if constexpr (kRope) {  // S1 is done with K1's RoPE atom
             if (t128 == 0) {
-              release_half<kCluster>(empty, kK1Rope);
-              if (next1)
-                load_half<kCluster, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
+              release_half<kLoads>(empty, kK1Rope);
+              if (!kProducer && next1)
+                load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
                     k1_addr, bars1);
             }
           }
@@ -396,18 +453,18 @@ __global__ void __launch_bounds__(kThreads, 1)
           sm90::wgmma_wait<1>();
           PAIR_TRACE(6);
           if (t128 == 0) {
-            release_half<kCluster>(empty, kK1Hi);
-            if (next1)
-              load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr,
+            release_half<kLoads>(empty, kK1Hi);
+            if (!kProducer && next1)
+              load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr,
                   bars1);
           }
         }
         sm90::wgmma_wait<0>();
         PAIR_TRACE(7);
         if (t128 == 0) {
-          release_half<kCluster>(empty, kK0Hi);
-          if (next0)
-            load_half<kCluster, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
+          release_half<kLoads>(empty, kK0Hi);
+          if (!kProducer && next0)
+            load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
                 bars0);
         }
         if (next1) {
@@ -433,7 +490,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
       if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
     }
-    __syncthreads();
+    consumers_sync<kProducer>();
     const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);

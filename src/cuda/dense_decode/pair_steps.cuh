@@ -11,6 +11,7 @@ inline constexpr int kBarScale1 = 7;
 inline constexpr int kBarP0 = 8;
 inline constexpr int kBarP1 = 9;
 inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
+inline constexpr int kBarConsumers = 12;  // the two consumer warpgroups (with a producer)
 inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 
 // Cache block and first row of a request's 64-token block starting at token `tok` (block ids
@@ -20,11 +21,11 @@ inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 struct BlockAddr {
   int blk, row;
 };
-__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int64_t req, int64_t tok) {
-  const int t = static_cast<int>(tok);
+__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, int tok) {
+  const int t = tok;
   const int page = p.page_block_size;
   const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
-  int64_t b = p.block_table[req * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
+  int64_t b = p.block_table[int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
   b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
   return {static_cast<int>(b), t - pg * page};
 }
@@ -37,6 +38,13 @@ __device__ __forceinline__ void pair_sync(int bar) {
 #endif
 }
 
+// CTA-wide sync of the consumer warpgroups (the producer warpgroup never joins).
+template <bool kProducer>
+__device__ __forceinline__ void consumers_sync() {
+  if constexpr (kProducer) sm90::named_barrier_sync(kBarConsumers, kThreads);
+  else __syncthreads();
+}
+
 // Buffer parts, the index of their "empty" barrier: atoms [0, 4) (V_L), [4, 8) (V_R) and the
 // RoPE atom 8 (d_qk = 576; only S reads it, so it is refilled as soon as S is done) of K0, K1.
 inline constexpr int kK0Lo = 0;
@@ -47,39 +55,47 @@ inline constexpr int kK0Rope = 4;
 inline constexpr int kK1Rope = 5;
 inline constexpr int kBufferParts = 6;
 
-// TMA loads of KV block halves, shared by the CTAs of a cluster (the q tiles of one part read
-// the same blocks): each CTA copies every csize-th atom and multicasts it to all of them, so a
-// block crosses L2 -> SM once per cluster instead of once per CTA. A half is refilled only after
-// every CTA of the cluster released it (its "empty" barrier takes one arrival per CTA). Thread 0
-// (WG0) loads and releases the lo halves, thread 128 (WG1) the hi halves; each load is used and
-// released exactly once, so the barriers' phases stay in step across chunks. Everything but the
-// parity bits (`loads`) is recomputed per call: these run in one thread, the registers would be
-// held by all.
-// kCluster: the kernel variant for clusters of two q tiles (the launcher picks it when
-// p.cluster_tiles == 2); without it no multicast or cross-CTA code is compiled in.
-template <bool kCluster>
+// How KV blocks reach shared memory (the pair kernel's kLoads template parameter):
+//   kLoadsProducer  a third warpgroup loads (default): two of its lanes, one per buffer, walk the
+//                   CTA's blocks, wait for each buffer part's "empty" barrier (one arrival: the
+//                   consumer warpgroup that read the part last, right after its wgmma wait) and
+//                   refill it at once; consumers only arrive. The loads run ahead across chunk
+//                   boundaries, and no compute lane issues copies (session 4: the loader lane's
+//                   work was on its warpgroup's critical path).
+//   kLoadsInline    the loader lane of each consumer warpgroup (lane 0 of warp 0) refills a part
+//                   right after its own last read of it: program order is the whole protocol, no
+//                   empty barriers.
+//   kLoadsCluster   inline, in 2-CTA clusters (the two q tiles of a part): each CTA copies every
+//                   second atom and multicasts it to both, so a block crosses L2 -> SM once per
+//                   cluster; a part is refilled only after both CTAs released it (slower: A/B).
+// Each load is used and released exactly once, so the barriers' phases stay in step across
+// chunks. Only the rarely used variants pay for their code: each is its own instantiation.
+enum LoadMode : int { kLoadsInline = 0, kLoadsCluster = 1, kLoadsProducer = 2 };
+
+template <int kLoads>
 __device__ __forceinline__ constexpr uint32_t cluster_size() {
-  return kCluster ? 2u : 1u;
+  return kLoads == kLoadsCluster ? 2u : 1u;
 }
 
-// Without a cluster the thread that releases a part is the one that refills it (program order is
-// the whole protocol), so the empty barriers are only used with clusters.
-template <bool kCluster>
+// Part `h` is no longer read by this CTA's consumers (one lane per release).
+template <int kLoads>
 __device__ __forceinline__ void release_half(uint32_t empty, int h) {
-  if constexpr (!kCluster) return;
+  if constexpr (kLoads == kLoadsInline) return;
   sm90::mbarrier_arrive(empty + 8 * h);
-  sm90::mbarrier_arrive_cluster(
-      sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
+  if constexpr (kLoads == kLoadsCluster)
+    sm90::mbarrier_arrive_cluster(
+        sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
 }
 
 // Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
-// `bars`: arms every atom's barrier here, copies this CTA's share.
-template <bool kCluster, int kFirst, int kLast>
+// `bars`: waits until part `h` is free (producer, cluster), arms every atom's barrier, copies this
+// CTA's share.
+template <int kLoads, int kFirst, int kLast>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
                                           uint32_t buf_addr, uint32_t bars) {
-  constexpr uint32_t csize = cluster_size<kCluster>();
-  if constexpr (csize > 1)  // a fresh barrier passes
+  constexpr uint32_t csize = cluster_size<kLoads>();
+  if constexpr (kLoads != kLoadsInline)  // a fresh barrier passes
     sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);
   loads ^= 1u << h;
   const int blk = at.blk, row = at.row;
@@ -102,6 +118,41 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
       sm90::tma_load_4d_multicast(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims,
                                   row, kvh, blk, static_cast<uint16_t>((1u << csize) - 1), policy);
   }
+}
+
+// The blocks a CTA visits in one chunk (the consumers and the producer compute it alike).
+// Token counts are 32-bit (lengths are int32): registers are scarce in both roles.
+struct ChunkSpan {
+  int req, len;
+  int tok_begin;  // first key of the chunk's first block
+  int min_limit;  // causal: the smallest row limit of the CTA (mask needed from here on)
+  int n_blocks;
+};
+template <uint32_t kCsize>
+__device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched::Chunk& ch,
+                                                int row_base) {
+  ChunkSpan sp;
+  sp.req = ch.req;
+  sp.len = static_cast<int>(clamp_len(p.seqlens[int64_t{sp.req} * p.seqlens_stride], p.max_len));
+  // Blocks to visit: up to the last key any row of the cluster sees (the CTAs of a cluster walk
+  // the same blocks; keys past a row's own limit are masked).
+  int max_limit = sp.len;
+  sp.min_limit = sp.len;
+  if (p.causal) {
+    const int cluster_row_end =
+        min(p.rows, static_cast<int>(blockIdx.x / kCsize * kCsize + kCsize) * kRowsPerTile);
+    sp.min_limit = sp.len - p.s_q + row_base / p.group + 1;
+    sp.min_limit = sp.min_limit < 0 ? 0 : sp.min_limit;
+    max_limit = sp.len - p.s_q + (cluster_row_end - 1) / p.group + 1;
+    max_limit = max_limit < 0 ? 0 : max_limit;
+  }
+  sp.tok_begin = ch.tile_begin * kTokensPerTile;
+  const int64_t tile_end = int64_t{ch.tile_end} * kTokensPerTile;
+  const int tok_end = tile_end < max_limit ? static_cast<int>(tile_end) : max_limit;
+  sp.n_blocks = tok_end > sp.tok_begin
+                    ? (tok_end - sp.tok_begin + kTokensPerTile - 1) / kTokensPerTile
+                    : 0;
+  return sp;
 }
 
 // S (+)= Q[:, atoms] K[:, atoms]^T for atoms [kFirst, kLast): waits for each atom's barrier, then
@@ -174,7 +225,7 @@ __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, ui
 // scores; -inf by a select, so garbage scores of rows past the end never survive) and returns the
 // quad-reduced row maxima in the log2 domain (scale > 0, so the max commutes with the scaling).
 __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool need_mask,
-                                            const int64_t (&limit)[2], int64_t tok0, int quad_col,
+                                            const int (&limit)[2], int tok0, int quad_col,
                                             float (&mx)[2]) {
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX)  // diagnostic build: no softmax math
   mx[0] = mx[1] = 0.0f;
@@ -188,8 +239,8 @@ __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool ne
     int rel[2];  // limits relative to this thread's first column, in [-1, 64]
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int64_t d = limit[h] - (tok0 + 2 * quad_col);
-      rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
+      const int d = limit[h] - (tok0 + 2 * quad_col);
+      rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : d);
     }
 #pragma unroll
     for (int j = 0; j < 8; ++j)

@@ -37,6 +37,7 @@ struct MainParams {
   int causal;
   int use_tma;              // KV tiles by TMA (page_block_size % 64 == 0), else cp.async gathers
   int cluster_tiles;        // > 1: clusters of this many q tiles, KV blocks multicast (A/B)
+  int inline_loads;         // pair kernel: consumer lanes issue the KV copies, no producer (A/B)
   int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint, else evict-first
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
