@@ -246,28 +246,39 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
 
   // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
   // pair, seesaw and lockstep kernels on TMA tiles (whichever the launcher picks by default),
-  // the pair kernel with clustered q tiles and multicast loads, and the cp.async gather path must
-  // agree with the reference too.
+  // the pair kernel with clustered q tiles and multicast loads, each pair form also without its
+  // producer warpgroup (consumer lanes load), and the cp.async gather path must agree with the
+  // reference too.
   struct Switch {
     const char* name;
     const char* value;
+    const char* name2 = nullptr;  // an optional second variable set with the first
+    const char* value2 = nullptr;
   };
   std::vector<std::pair<std::string, HostTensor>> alt_outs;
   if (c.page % 64 == 0) {
-    for (const Switch sw : {Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1"},
-                            Switch{"FLASHMLA_DENSE_DECODE_SEESAW", "1"},
-                            Switch{"FLASHMLA_DENSE_DECODE_LOCKSTEP", "1"},
-                            Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
-                            Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {
+    for (const Switch sw :
+         {Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1"}, Switch{"FLASHMLA_DENSE_DECODE_SEESAW", "1"},
+          Switch{"FLASHMLA_DENSE_DECODE_LOCKSTEP", "1"},
+          Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
+          Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
+          Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
+          Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {
       setenv(sw.name, sw.value, 1);
+      if (sw.name2 != nullptr) setenv(sw.name2, sw.value2, 1);
       d_out.poison();
       d_lse.poison();
       dense_decode(gp);
       FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
       unsetenv(sw.name);
+      std::string what = std::string(sw.name) + "=" + sw.value;
+      if (sw.name2 != nullptr) {
+        unsetenv(sw.name2);
+        what += std::string(" ") + sw.name2 + "=" + sw.value2;
+      }
       HostTensor alt(c.dtype, {c.b, c.s_q, c.h_q, d_v});
       d_out.download(alt.data(), alt.storage_bytes());
-      alt_outs.emplace_back(std::string(sw.name) + "=" + sw.value, std::move(alt));
+      alt_outs.emplace_back(what, std::move(alt));
     }
   }
   for (const auto& [what, alt] : alt_outs)

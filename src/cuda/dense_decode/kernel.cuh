@@ -526,8 +526,11 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, cudaStream_t stre
   int smem = SmemPlan<kDqk>::kBytes;
   int threads = kThreads;
   if (p.use_tma && p.variant == kVariantPair) {
-    if (p.cluster_tiles > 1) {
+    if (p.cluster_tiles > 1 && p.inline_loads) {
       kernel = &pair_kernel<T, kDqk, kLoadsCluster>;
+    } else if (p.cluster_tiles > 1) {
+      kernel = &pair_kernel<T, kDqk, kLoadsProducerCluster>;
+      threads = pair_threads<kLoadsProducerCluster>();
     } else if (p.inline_loads) {
       kernel = &pair_kernel<T, kDqk, kLoadsInline>;
     } else {

@@ -34,7 +34,7 @@ namespace flashmla::cuda::mla_decode {
 // Threads of the pair kernel: two consumer warpgroups, plus the producer warpgroup.
 template <int kLoads>
 __host__ __device__ constexpr int pair_threads() {
-  return kLoads == kLoadsProducer ? kThreads + 128 : kThreads;
+  return has_producer<kLoads>() ? kThreads + 128 : kThreads;
 }
 // Registers per thread after the producer hands its share to the consumers (setmaxnreg). The
 // CTA's pool is what it was launched with, 384 x 168 (the 64K file rounded down to a multiple of
@@ -50,7 +50,7 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == 384 * 168,
 // released it (parts in the order they are released: K0 RoPE, V_L, V_R; K1 RoPE, V_R, V_L).
 // Everything it needs is computed here, after the register hand-over: values live across it
 // would have to fit the producer's 24 registers.
-template <int kDqk>
+template <int kDqk, int kLoads>
 __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtensorMap* tmap,
                                               uint32_t smem_base, int buf) {
   using Plan = PairSmemPlan<kDqk>;
@@ -69,18 +69,18 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   const int rope = buf == 0 ? kK0Rope : kK1Rope;
   uint32_t loads = 0;
   for (int c = c_begin; c < c_end; ++c) {
-    const ChunkSpan sp = chunk_span<1>(p, view.chunks()[c], row_base);
+    const ChunkSpan sp = chunk_span<cluster_size<kLoads>()>(p, view.chunks()[c], row_base);
     for (int k = buf; k < sp.n_blocks; k += 2) {
       const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
       if constexpr (Plan::kRopeInRegs)
-        load_half<kLoadsProducer, kV, kQAtoms>(p, tmap, kvh, empty, loads, rope, at, k_addr,
+        load_half<kLoads, kV, kQAtoms>(p, tmap, kvh, empty, loads, rope, at, k_addr,
             bars);
       if (buf == 0) {
-        load_half<kLoadsProducer, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
-        load_half<kLoadsProducer, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
+        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
+        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
       } else {
-        load_half<kLoadsProducer, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
-        load_half<kLoadsProducer, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
+        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
+        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
       }
     }
   }
@@ -100,7 +100,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = align_smem_1024(smem_raw);
   constexpr uint32_t csize = cluster_size<kLoads>();
-  constexpr bool kProducer = kLoads == kLoadsProducer;
+  constexpr bool kProducer = has_producer<kLoads>();
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
   PAIR_TRACE_KERNEL(0);
   {
@@ -121,7 +121,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       sm90::setmaxnreg_dec<kProducerRegs>();
       const int warp = (threadIdx.x - kThreads) / 32;
       if (threadIdx.x % 32 == 0 && warp < 2)
-        pair_producer<kDqk>(p, &tmap, sm90::smem_addr(smem), warp);
+        pair_producer<kDqk, kLoads>(p, &tmap, sm90::smem_addr(smem), warp);
+      // no CTA leaves while its peer may still copy into it or arrive on its barriers
+      if constexpr (csize > 1) sm90::cluster_sync();
       return;
     }
     sm90::setmaxnreg_inc<kConsumerRegs>();

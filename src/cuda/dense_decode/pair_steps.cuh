@@ -68,13 +68,23 @@ inline constexpr int kBufferParts = 6;
 //   kLoadsCluster   inline, in 2-CTA clusters (the two q tiles of a part): each CTA copies every
 //                   second atom and multicasts it to both, so a block crosses L2 -> SM once per
 //                   cluster; a part is refilled only after both CTAs released it (slower: A/B).
+//   kLoadsProducerCluster  the producer warpgroup with the cluster's multicast copies.
 // Each load is used and released exactly once, so the barriers' phases stay in step across
 // chunks. Only the rarely used variants pay for their code: each is its own instantiation.
-enum LoadMode : int { kLoadsInline = 0, kLoadsCluster = 1, kLoadsProducer = 2 };
+enum LoadMode : int {
+  kLoadsInline = 0,
+  kLoadsCluster = 1,
+  kLoadsProducer = 2,
+  kLoadsProducerCluster = 3
+};
 
 template <int kLoads>
-__device__ __forceinline__ constexpr uint32_t cluster_size() {
-  return kLoads == kLoadsCluster ? 2u : 1u;
+__host__ __device__ constexpr uint32_t cluster_size() {
+  return kLoads == kLoadsCluster || kLoads == kLoadsProducerCluster ? 2u : 1u;
+}
+template <int kLoads>
+__host__ __device__ constexpr bool has_producer() {
+  return kLoads == kLoadsProducer || kLoads == kLoadsProducerCluster;
 }
 
 // Part `h` is no longer read by this CTA's consumers (one lane per release).
@@ -82,7 +92,7 @@ template <int kLoads>
 __device__ __forceinline__ void release_half(uint32_t empty, int h) {
   if constexpr (kLoads == kLoadsInline) return;
   sm90::mbarrier_arrive(empty + 8 * h);
-  if constexpr (kLoads == kLoadsCluster)
+  if constexpr (cluster_size<kLoads>() > 1)
     sm90::mbarrier_arrive_cluster(
         sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
 }

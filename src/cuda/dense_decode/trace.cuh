@@ -60,7 +60,7 @@ inline constexpr int kTraceSlots = kTraceKernelSlot + 4;
   } while (0)
 #define PAIR_TRACE_KERNEL(slot)                                                            \
   do {                                                                                     \
-    if (p.trace != nullptr && tid == 0 && blockIdx.x == 0 && blockIdx.y == 0 &&            \
+    if (p.trace != nullptr && threadIdx.x == 0 && blockIdx.x == 0 && blockIdx.y == 0 &&    \
         blockIdx.z == 0) {                                                                 \
       uint64_t ns;                                                                         \
       asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));                               \
