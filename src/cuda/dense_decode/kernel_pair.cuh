@@ -272,86 +272,58 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       }
       if (wg == 0) {
         PAIR_TRACE(0);
-        // ---- softmax of S0 against the running max ----
-        float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
-        mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
-                    mx);
-        float m_new[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float m_old = m_smem[my_row[h]];
-          m_new[h] = fmaxf(m_old, mx[h]);
-          mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];  // nothing seen yet: P = 0, no NaN
-          sc[h] = fast_exp2(m_old - mu[h]);
-        }
-        __syncwarp();  // every lane of the quad has read the old max
-        if (quad_col == 0) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            m_smem[my_row[h]] = m_new[h];
-            scale0_smem[my_row[h]] = sc[h];
-          }
-        }
-        exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
-#pragma unroll
-        for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
-        hand_off(p, kBarScale0);
-        PAIR_TRACE(1);
-        rescale_o(o, sc[0], sc[1]);
-
-        // ---- O_L += P0 V0_L; refill K0's RoPE atom (S0 is done with it) under it ----
-        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, static_cast<int>(len - tok0), 0);
-        issue_pv_rs<T>(o, pb, k0_addr, 0);
-        PAIR_TRACE(2);
-        // (The loader lane is a compute lane: its refills go after the warpgroup's next wgmma
-        // issue wherever the refill has slack, so they do not delay that issue.)
-        if constexpr (kRope) {
+        if constexpr (kRope)  // S0 is done with K0's RoPE atom
           if (t128 == 0) {
             release_half<kLoads>(empty, kK0Rope);
             if (!kProducer && next0)
               load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at,
                   k0_addr, bars0);
           }
-        }
+        // ---- softmax of S0 against the running max; P0 to shared memory for WG1 ----
+        float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
+        mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
+                    mx);
+        running_max(m_smem, scale0_smem, my_row, quad_col, mx, mu, sc);
+        exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
+        store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
+        sm90::fence_proxy_async();
+        hand_off(p, kBarScale0);
+        PAIR_TRACE(1);
+        rescale_o(o, sc[0], sc[1]);
+
+        // ---- O_L += P0 V0_L ----
+        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 0, len - tok0, 0);
+        issue_pv_rs<T>(o, pb, k0_addr, 0);
+        PAIR_TRACE(2);
         sm90::wgmma_wait<0>();
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
         PAIR_TRACE(3);
-        if (t128 == 0) release_half<kLoads>(empty, kK0Lo);
+        if (t128 == 0) {
+          release_half<kLoads>(empty, kK0Lo);
+          if (!kProducer && next0)
+            load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
+                bars0);
+        }
 
-        // ---- P0' = P0 2^(m0 - m1) for WG1; refill K0's first half ----
+        // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         pair_sync(kBarScale1);
         PAIR_TRACE(4);
         float sc1[2];
 #pragma unroll
         for (int h = 0; h < 2; ++h) sc1[h] = scale1_smem[my_row[h]];
-#pragma unroll
-        for (int j = 0; j < 8; ++j)
-#pragma unroll
-          for (int h = 0; h < 2; ++h)
-            pb[2 * j + h] = pack2<T>(s[4 * j + 2 * h] * sc1[h], s[4 * j + 2 * h + 1] * sc1[h]);
-        store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
-        sm90::fence_proxy_async();
-        hand_off(p, kBarP0);
-        PAIR_TRACE(5);
-        if (!kProducer && next0 && t128 == 0)  // K0's first half, released above
-          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
-              bars0);
-
-        // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         rescale_o(o, sc1[0], sc1[1]);
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] *= sc1[h];
         if (has1) {
-          if (tok1 + kTokensPerTile > len)
-            zero_v_tail(k1_smem, 0, static_cast<int>(len - tok1), 0);
-          pair_sync(kBarP1);
-          PAIR_TRACE(6);
+          if (tok1 + kTokensPerTile > len) zero_v_tail(k1_smem, 0, len - tok1, 0);
           issue_pv_ss<T>(o, p1_addr, k1_addr, 0);
           PAIR_TRACE(7);
         }
 
-        // ---- next S0 (block b + 2); refill K1's first half once P1 V1_L is done ----
+        // ---- next S0 (block b + 2); release K1's first half once P1 V1_L is done ----
         if (next0) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
           issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
@@ -379,80 +351,59 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         PAIR_TRACE(11);
       } else {
         PAIR_TRACE(0);
-        // ---- softmax of S1 against m0 ----
+        if constexpr (kRope)  // S1 is done with K1's RoPE atom
+          if (has1 && t128 == 0) {
+            release_half<kLoads>(empty, kK1Rope);
+            if (!kProducer && next1)
+              load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
+                  k1_addr, bars1);
+          }
+        // ---- O_R = O_R 2^(m - m0) + P0 V0_R (P0 against m0, from shared memory) ----
         pair_sync(kBarScale0);
         PAIR_TRACE(1);
-        float f[2];
-        if (has1) {
-          float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
-          mask_rowmax(s, p.scale_log2, tok1 + kTokensPerTile > min_limit, limit, tok1, quad_col,
-                      mx);
-          float m_new[2];
+        float f0[2];
 #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const float m_old = m_smem[my_row[h]];
-            m_new[h] = fmaxf(m_old, mx[h]);
-            mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];
-            sc[h] = fast_exp2(m_old - mu[h]);
-          }
-          __syncwarp();
-          if (quad_col == 0) {
-#pragma unroll
-            for (int h = 0; h < 2; ++h) {
-              m_smem[my_row[h]] = m_new[h];
-              scale1_smem[my_row[h]] = sc[h];
-            }
-          }
-          exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            f[h] = sc[h] * scale0_smem[my_row[h]];
-            l[h] = l[h] * f[h] + sum[h];
-          }
-        } else {  // odd block count: no S1, the max stays m0
-          if (quad_col == 0) {
-            scale1_smem[my_row[0]] = 1.0f;
-            scale1_smem[my_row[1]] = 1.0f;
-          }
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            f[h] = scale0_smem[my_row[h]];
-            l[h] *= f[h];
-          }
-        }
-        hand_off(p, kBarScale1);
-        PAIR_TRACE(2);
-        rescale_o(o, f[0], f[1]);
-
-        // ---- O_R += P1 V1_R (P1 from registers; P1 also to shared memory for WG0) ----
-        if (has1) {
-          store_fragments(smem + Plan::kP1, pb, my_row, quad_col);
-          sm90::fence_proxy_async();
-          if (tok1 + kTokensPerTile > len)
-            zero_v_tail(k1_smem, 1, static_cast<int>(len - tok1), 1);
-          issue_pv_rs<T>(o, pb, k1_addr, 1);
-          PAIR_TRACE(3);
-          if constexpr (kRope) {  // S1 is done with K1's RoPE atom
-            if (t128 == 0) {
-              release_half<kLoads>(empty, kK1Rope);
-              if (!kProducer && next1)
-                load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
-                    k1_addr, bars1);
-            }
-          }
-        }
-
-        // ---- O_R += P0' V0_R ----
-        pair_sync(kBarP0);
-        PAIR_TRACE(4);
-        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 1, static_cast<int>(len - tok0), 1);
+        for (int h = 0; h < 2; ++h) f0[h] = scale0_smem[my_row[h]];
+        rescale_o(o, f0[0], f0[1]);
+        if (tok0 + kTokensPerTile > len) zero_v_tail(k0_smem, 1, len - tok0, 1);
         issue_pv_ss<T>(o, p0_addr, k0_addr, 1);
-        if (has1) hand_off(p, kBarP1);
-        PAIR_TRACE(5);
+        PAIR_TRACE(2);
 
-        // ---- refill the second halves as their P V finish; next S1 (block b + 3) ----
+        // ---- softmax of S1 against m0 under it (no block b + 1: every column masked, P1 = 0,
+        // the max stays m0; one straight path keeps the wgmma in flight) ----
+        float mx[2], mu[2], f1[2], sum[2] = {0.0f, 0.0f};
+        int lim1[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) lim1[h] = has1 ? limit[h] : -kTokensPerTile;
+        mask_rowmax(s, p.scale_log2, !has1 || tok1 + kTokensPerTile > min_limit, lim1, tok1,
+                    quad_col, mx);
+        running_max(m_smem, scale1_smem, my_row, quad_col, mx, mu, f1);
+        exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) l[h] = l[h] * f0[h] * f1[h] + sum[h];
+        store_fragments(smem + Plan::kP1, pb, my_row, quad_col);
+        sm90::fence_proxy_async();
+        hand_off(p, kBarScale1);
+        PAIR_TRACE(3);
+
+        // ---- O_R = O_R 2^(m0 - m1) + P1 V1_R once P0 V0_R is done ----
+        sm90::wgmma_wait<0>();
+        sm90::fence_regs(o);
+        PAIR_TRACE(4);
+        if (t128 == 0) {
+          release_half<kLoads>(empty, kK0Hi);
+          if (!kProducer && next0)
+            load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
+                bars0);
+        }
+        rescale_o(o, f1[0], f1[1]);
         if (has1) {
-          sm90::wgmma_wait<1>();
+          if (tok1 + kTokensPerTile > len) zero_v_tail(k1_smem, 1, len - tok1, 1);
+          issue_pv_rs<T>(o, pb, k1_addr, 1);
+          PAIR_TRACE(5);
+          sm90::wgmma_wait<0>();
+          sm90::fence_regs(o);
+          sm90::fence_regs(pb);
           PAIR_TRACE(6);
           if (t128 == 0) {
             release_half<kLoads>(empty, kK1Hi);
@@ -461,14 +412,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
                   bars1);
           }
         }
-        sm90::wgmma_wait<0>();
-        PAIR_TRACE(7);
-        if (t128 == 0) {
-          release_half<kLoads>(empty, kK0Hi);
-          if (!kProducer && next0)
-            load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
-                bars0);
-        }
+
+        // ---- next S1 (block b + 3): the RoPE atom, V_R (refilled first), then V_L ----
         if (next1) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
           issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);

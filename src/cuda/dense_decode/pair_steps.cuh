@@ -270,6 +270,31 @@ __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool ne
   }
 }
 
+// The running row max after one more block: m_new = max(m, block max mx) with m from shared
+// memory, the exponent offset mu (0 while nothing is seen: P = 0, no NaN) and sc = 2^(m - mu);
+// one lane per quad writes m_new and sc back for the other warpgroup.
+__device__ __forceinline__ void running_max(float* m_smem, float* scale_smem,
+                                            const int (&my_row)[2], int quad_col,
+                                            const float (&mx)[2], float (&mu)[2],
+                                            float (&sc)[2]) {
+  float m_new[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float m_old = m_smem[my_row[h]];
+    m_new[h] = fmaxf(m_old, mx[h]);
+    mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];
+    sc[h] = fast_exp2(m_old - mu[h]);
+  }
+  __syncwarp();  // every lane of the quad has read the old max
+  if (quad_col == 0) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      m_smem[my_row[h]] = m_new[h];
+      scale_smem[my_row[h]] = sc[h];
+    }
+  }
+}
+
 // P = 2^(S scale - mu) in place (float), its 16-bit A fragments in pb, and its row sums added to
 // sum.
 template <typename T>
