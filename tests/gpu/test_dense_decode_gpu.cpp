@@ -43,6 +43,10 @@ struct GpuCase {
   bool causal, varlen, zero_lens;
   DType dtype = DType::kBFloat16;
   int d_qk = 576;
+  // Scores that jump between 64-token blocks by up to ~15 (log2 units): the last 64 dims of every
+  // key of a block hold one random value in [0, 4), of every query 1. The running max then moves
+  // by more than the kernels' lazy-max threshold mid-sequence, so O is rescaled there.
+  bool jumps = false;
 };
 
 std::string case_name(const GpuCase& c) {
@@ -52,7 +56,8 @@ std::string case_name(const GpuCase& c) {
                   (c.causal ? "_causal" : "") + (c.varlen ? "_varlen" : "") +
                   (c.zero_lens ? "_zeros" : "") +
                   (c.dtype == DType::kFloat16 ? "_fp16" : "") +
-                  (c.d_qk != 576 ? "_d" + std::to_string(c.d_qk) : "");
+                  (c.d_qk != 576 ? "_d" + std::to_string(c.d_qk) : "") +
+                  (c.jumps ? "_jumps" : "");
   return s;
 }
 
@@ -79,6 +84,8 @@ std::vector<GpuCase> make_cases() {
       {2, 1, 140, 63, 1, 64, false, false, false, DType::kFloat16},
       {2, 2, 140, 128, 1, 64, true, true, false, DType::kBFloat16, 512},
       {2, 1, 140, 64, 2, 61, false, false, false, DType::kFloat16, 512},
+      {2, 1, 4096, 128, 1, 64, false, false, false, DType::kBFloat16, 576, true},
+      {3, 2, 2000, 128, 1, 64, true, true, false, DType::kFloat16, 512, true},
   };
   if (!full_tier()) return v;
   // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
@@ -166,9 +173,17 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
       uint16_t* row = kp + ((blk * c.page + t % c.page) * c.h_kv) * c.d_qk;
       for (int64_t e = 0; e < int64_t{c.h_kv} * c.d_qk; ++e)
         row[e] = to_16(fast.activation(), c.dtype);
+      if (c.jumps) {
+        Rng block_rng(seed ^ (uint64_t(r) << 32) ^ uint64_t(t / 64));
+        const double offset = 4.0 * block_rng.uniform();
+        for (int64_t hd = 0; hd < c.h_kv; ++hd)
+          for (int e = c.d_qk - 64; e < c.d_qk; ++e) row[hd * c.d_qk + e] = to_16(offset, c.dtype);
+      }
     }
   HostTensor q(c.dtype, {c.b, c.s_q, c.h_q, c.d_qk});
-  for (int64_t e = 0; e < q.numel(); ++e) q.ptr<uint16_t>()[e] = to_16(fast.activation(), c.dtype);
+  for (int64_t e = 0; e < q.numel(); ++e)
+    q.ptr<uint16_t>()[e] = to_16(c.jumps && e % c.d_qk >= c.d_qk - 64 ? 1.0 : fast.activation(),
+                                 c.dtype);
   HostTensor seq = int32_tensor(lens);
 
   // CPU reference.

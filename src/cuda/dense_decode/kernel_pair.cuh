@@ -4,27 +4,33 @@
 // The CTA walks a chunk's 64-token blocks two at a time: block b in buffer K0, block b + 1 in K1.
 // Warpgroup 0 computes S0 = Q K0^T, warpgroup 1 S1 = Q K1^T, each a whole 64 x 64 block (wgmma
 // N = 64, the shape that keeps shared-memory reads at the tensor rate); WG0 owns O[:, 0:256)
-// (O_L), WG1 owns O[:, 256:512) (O_R). With m the running row max (shared memory) and every
-// exponent in the log2 domain, one step is
-//   WG0: m0 = max(m, rowmax S0), P0 = 2^(S0 - m0);  O_L = O_L 2^(m - m0) + P0 V0_L   (P0: regs)
-//   WG1: m1 = max(m0, rowmax S1), P1 = 2^(S1 - m1); O_R = O_R 2^(m - m1) + P1 V1_R   (P1: regs)
-//   WG0: P0' = P0 2^(m0 - m1) -> smem;              O_L = O_L 2^(m0 - m1) + P1 V1_L  (P1: smem)
-//   WG1:                                            O_R += P0' V0_R                   (P0': smem)
+// (O_L), WG1 owns O[:, 256:512) (O_R). With m the running row max (shared memory, kept lazily:
+// running_max() in pair_steps.cuh) and every exponent in the log2 domain, one step is
+//   WG0: m0 = max(m, rowmax S0), P0 = 2^(S0 - m0) -> regs + smem;  O_L = O_L 2^(m - m0) + P0 V0_L
+//   WG1: O_R = O_R 2^(m - m0) + P0 V0_R                                               (P0: smem)
+//   WG1: m1 = max(m0, rowmax S1), P1 = 2^(S1 - m1) -> regs + smem; O_R = O_R 2^(m0 - m1) + P1 V1_R
+//   WG0:                                                      O_L = O_L 2^(m0 - m1) + P1 V1_L
 // i.e. exact online softmax over 128 tokens, while one warpgroup's exponentials run under the
-// other's wgmmas (KERNEL-NOTES.md, "seesaw"; FlashMLA's published schedule). Every atom column of
-// a buffer has its own mbarrier, and a buffer is refilled in parts as soon as their readers are
-// done with them: the RoPE atom 8 right after S, atoms 0-3 (= V_L) by WG0 after its P V_L,
-// atoms 4-7 (V_R) by WG1 after its P V_R. The next step's S is issued at the end of a step, one
-// commit group per atom, RoPE atom first, so it queues behind the P V wgmmas and waits only for
-// the atom it reads next (WG1 reads V_R before V_L: its V_R is refilled first). Q's RoPE atom
-// lives in registers (wgmma with A from registers), which leaves its 8 KB of shared memory free
-// for P1. The building blocks are in pair_steps.cuh.
+// other's wgmmas (KERNEL-NOTES.md, "seesaw", after FlashMLA's published schedule; here WG1 takes
+// P0 before its own softmax, so K0's V_R half is free a softmax earlier). When the max stayed
+// put in all of WG1's rows (2^(m0 - m1) = 1, the usual case with the lazy max) its P1 V1_R
+// queues behind P0 V0_R without waiting for it.
+// A producer warpgroup (kLoadsProducer, pair_steps.cuh) issues every copy: every atom column of a
+// buffer has its own "full" mbarrier, every buffer part (V_L = atoms 0-3, V_R = atoms 4-7, RoPE
+// atom 8) an "empty" one on which the consumer warpgroup that read it last arrives: the RoPE atoms
+// at the start of a step (S is done), K0's V_L after P0 V0_L, K0's V_R after P0 V0_R, K1's V_R
+// after P1 V1_R, K1's V_L after P1 V1_L. The next step's S is issued at the end of a step, one
+// commit group per atom, RoPE atom first, so it waits only for the atom it reads next (WG1 reads
+// V_R before V_L: its V_R is refilled first). Q's RoPE atom lives in registers (wgmma with A from
+// registers), which leaves its 8 KB of shared memory free for P1.
 //
-// Hand-offs (named barriers over 256 threads: one warpgroup arrives, the other syncs):
-//   kBarScale0  WG0 -> WG1  m0 and 2^(m - m0) are in shared memory
-//   kBarScale1  WG1 -> WG0  m1 and 2^(m0 - m1) are in shared memory
-//   kBarP0      WG0 -> WG1  P0' is in shared memory
-//   kBarP1      WG1 -> WG0  P1 is in shared memory (only when block b + 1 exists)
+// Hand-offs (named barriers over the 256 consumer threads: one warpgroup arrives, the other
+// syncs):
+//   kBarScale0  WG0 -> WG1  m0, 2^(m - m0) and P0 are in shared memory
+//   kBarScale1  WG1 -> WG0  m1, 2^(m0 - m1) and P1 are in shared memory
+// A P buffer is rewritten only after its reader's wgmma completed: P0 of the next step waits for
+// S0 of block b + 2, whose V_R half is copied only after WG1 released it past P0 V0_R; P1 of the
+// next step waits for m0 of the next step, which WG0 publishes after its P1 V1_L is done.
 #pragma once
 
 #include "cuda/dense_decode/pair_steps.cuh"
@@ -386,9 +392,24 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         hand_off(p, kBarScale1);
         PAIR_TRACE(3);
 
-        // ---- O_R = O_R 2^(m0 - m1) + P1 V1_R once P0 V0_R is done ----
-        sm90::wgmma_wait<0>();
-        sm90::fence_regs(o);
+        // ---- O_R = O_R 2^(m0 - m1) + P1 V1_R: if the max stayed put in every row of the
+        // warpgroup (the usual case, running_max), P1 V1_R queues behind the in-flight P0 V0_R;
+        // else O_R is rescaled once P0 V0_R is done ----
+        const bool rescale =
+            sm90::named_barrier_or(kBarWarpgroup + 1, 128, f1[0] != 1.0f || f1[1] != 1.0f);
+        // (Each path issues its own P1 V1_R: no accumulator write may reach a wgmma issue on a
+        // path where another wgmma on O is in flight, or ptxas serializes them all, C7515.)
+        if (has1 && tok1 + kTokensPerTile > len) zero_v_tail(k1_smem, 1, len - tok1, 1);
+        if (rescale || !has1) {
+          sm90::wgmma_wait<0>();
+          sm90::fence_regs(o);
+          rescale_o(o, f1[0], f1[1]);
+          if (has1) issue_pv_rs<T>(o, pb, k1_addr, 1);
+        } else {
+          issue_pv_rs<T>(o, pb, k1_addr, 1);
+          sm90::wgmma_wait<1>();  // P0 V0_R
+        }
+        PAIR_TRACE(5);
         PAIR_TRACE(4);
         if (t128 == 0) {
           release_half<kLoads>(empty, kK0Hi);
@@ -396,11 +417,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
             load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
                 bars0);
         }
-        rescale_o(o, f1[0], f1[1]);
         if (has1) {
-          if (tok1 + kTokensPerTile > len) zero_v_tail(k1_smem, 1, len - tok1, 1);
-          issue_pv_rs<T>(o, pb, k1_addr, 1);
-          PAIR_TRACE(5);
           sm90::wgmma_wait<0>();
           sm90::fence_regs(o);
           sm90::fence_regs(pb);

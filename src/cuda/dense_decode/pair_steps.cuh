@@ -8,8 +8,6 @@ namespace flashmla::cuda::mla_decode {
 
 inline constexpr int kBarScale0 = 6;
 inline constexpr int kBarScale1 = 7;
-inline constexpr int kBarP0 = 8;
-inline constexpr int kBarP1 = 9;
 inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
 inline constexpr int kBarConsumers = 12;  // the two consumer warpgroups (with a producer)
 inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
@@ -270,9 +268,14 @@ __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool ne
   }
 }
 
-// The running row max after one more block: m_new = max(m, block max mx) with m from shared
-// memory, the exponent offset mu (0 while nothing is seen: P = 0, no NaN) and sc = 2^(m - mu);
-// one lane per quad writes m_new and sc back for the other warpgroup.
+// The running row max after one more block, kept lazily: the max in shared memory moves only when
+// a block's max mx exceeds it by more than kLazyMax (log2 units), so P = 2^(S - m) <= 2^kLazyMax
+// (exact in fp32 sums and 16-bit P alike: only the exponent grows) and in the steady state the
+// max stays put: sc = 1, O needs no rescale, and warpgroup 1 need not wait for its in-flight
+// P0 V0_R before adding P1 V1_R. Returns the exponent offset mu (0 while nothing is seen: P = 0,
+// no NaN) and sc = 2^(m - mu); one lane per quad writes the new max and sc for the other
+// warpgroup.
+inline constexpr float kLazyMax = 8.0f;
 __device__ __forceinline__ void running_max(float* m_smem, float* scale_smem,
                                             const int (&my_row)[2], int quad_col,
                                             const float (&mx)[2], float (&mu)[2],
@@ -281,9 +284,9 @@ __device__ __forceinline__ void running_max(float* m_smem, float* scale_smem,
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const float m_old = m_smem[my_row[h]];
-    m_new[h] = fmaxf(m_old, mx[h]);
+    m_new[h] = mx[h] > m_old + kLazyMax ? mx[h] : m_old;
     mu[h] = m_new[h] == -INFINITY ? 0.0f : m_new[h];
-    sc[h] = fast_exp2(m_old - mu[h]);
+    sc[h] = m_new[h] == m_old ? 1.0f : fast_exp2(m_old - mu[h]);
   }
   __syncwarp();  // every lane of the quad has read the old max
   if (quad_col == 0) {
