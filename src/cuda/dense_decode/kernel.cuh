@@ -158,32 +158,31 @@ __device__ __forceinline__ void zero_tail(uint8_t* stage, int first_row) {
   }
 }
 
-// Issues the copies of the 64-row Q tile; rows past `valid_rows` are zero-filled.
+// Issues the copies of the 64-row Q tile; rows past `valid_rows` are zero-filled. Four threads
+// per row, so the row's source (a runtime division by the group size) is computed once.
 template <int kDqk>
 __device__ __forceinline__ void load_q_tile(const MainParams& p, int64_t req, int kvh,
                                             int row_base, int valid_rows, uint32_t q_addr) {
   constexpr int kChunksPerRow = kDqk / kChunkElems;
-  constexpr int kChunks = kRowsPerTile * kChunksPerRow;
-  static_assert(kChunks % kThreads == 0, "every thread issues the same number of copies");
-  const uint8_t* q = static_cast<const uint8_t*>(p.q);
-#pragma unroll 2
-  for (int it = 0; it < kChunks / kThreads; ++it) {
-    const int idx = static_cast<int>(threadIdx.x) + it * kThreads;
-    const int row = idx / kChunksPerRow;
-    const int chunk = idx % kChunksPerRow;
-    const uint8_t* src = q;
-    int bytes = 0;
-    if (row < valid_rows) {
-      const int r = row_base + row;
-      const int i = r / p.group;
-      const int h = kvh * p.group + r % p.group;
-      src = q + (req * p.q_stride[0] + i * p.q_stride[1] + h * p.q_stride[2] +
-                 chunk * kChunkElems) * 2;
-      bytes = 16;
-    }
+  constexpr int kThreadsPerRow = kThreads / kRowsPerTile;
+  static_assert(kChunksPerRow % kThreadsPerRow == 0, "every thread issues the same copies");
+  const int row = static_cast<int>(threadIdx.x) / kThreadsPerRow;
+  const int first = static_cast<int>(threadIdx.x) % kThreadsPerRow;
+  const uint8_t* src = static_cast<const uint8_t*>(p.q);
+  int bytes = 0;
+  if (row < valid_rows) {
+    const int r = row_base + row;
+    const int i = r / p.group;
+    const int h = kvh * p.group + r % p.group;
+    src += (req * p.q_stride[0] + i * p.q_stride[1] + h * p.q_stride[2]) * 2;
+    bytes = 16;
+  }
+#pragma unroll 6
+  for (int k = 0; k < kChunksPerRow / kThreadsPerRow; ++k) {
+    const int chunk = first + k * kThreadsPerRow;  // the row's threads read 64 B side by side
     const uint32_t dst = q_addr + (chunk / kChunksPerAtomRow) * kAtomBytes +
                          sm90::swizzle128_offset(row, chunk % kChunksPerAtomRow);
-    sm90::cp_async_16(dst, src, bytes);
+    sm90::cp_async_16(dst, bytes != 0 ? src + chunk * 16 : src, bytes);
   }
 }
 

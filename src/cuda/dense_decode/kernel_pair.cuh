@@ -219,7 +219,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         }
       }
     }
-    if (n_blocks > 0) load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
+    // (the Q tiles of later chunks were issued before the previous chunk's output stores)
+    if (c == c_begin && n_blocks > 0) load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
     sm90::cp_async_commit();
     sm90::cp_async_wait<0>();
     sm90::fence_proxy_async();
@@ -456,6 +457,12 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     }
     consumers_sync<kProducer>();
     const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
+    // The next chunk's Q copies go out before this chunk's output stores: both warpgroups'
+    // last wgmmas (the readers of Q and of P1, which lives in Q's RoPE atom) are done.
+    if (c + 1 < c_end) {
+      const ChunkSpan next = chunk_span<csize>(p, view.chunks()[c + 1], row_base);
+      if (next.n_blocks > 0) load_q_tile<kDqk>(p, next.req, kvh, row_base, valid_rows, q_addr);
+    }
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
     PAIR_TRACE_CHUNK(4);
