@@ -396,7 +396,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         // ---- O_R = O_R 2^(m0 - m1) + P1 V1_R: if the max stayed put in every row of the
         // warpgroup (the usual case, running_max), P1 V1_R queues behind the in-flight P0 V0_R;
         // else O_R is rescaled once P0 V0_R is done ----
+        // (racecheck does not model barrier.red: the bar.sync hand-off build always rescales)
         const bool rescale =
+            p.sync_handoffs ||
             sm90::named_barrier_or(kBarWarpgroup + 1, 128, f1[0] != 1.0f || f1[1] != 1.0f);
         // (Each path issues its own P1 V1_R: no accumulator write may reach a wgmma issue on a
         // path where another wgmma on O is in flight, or ptxas serializes them all, C7515.)
