@@ -101,8 +101,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   constexpr int kHalf = kVAtomsPerHalf;  // atoms [0, 4) = V_L, [4, 8) = V_R, 8 = RoPE
   constexpr int kV = kDimV / kAtomDims;  // 8
   constexpr bool kRope = Plan::kRopeInRegs;
-  // Commit groups of an S issued ahead of the V_L half (the RoPE atom, then atoms 0-3).
-  constexpr int kGroupsBeforeHi = kHalf + (kRope ? 1 : 0);
+  // Commit groups of an S issued ahead of its V atoms (the RoPE atom).
+  constexpr int kGroupsBeforeV = kRope ? 1 : 0;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = align_smem_1024(smem_raw);
   constexpr uint32_t csize = cluster_size<kLoads>();
@@ -330,14 +330,12 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           PAIR_TRACE(7);
         }
 
-        // ---- next S0 (block b + 2); release K1's first half once P1 V1_L is done ----
-        if (next0) {
+        // ---- next S0 (block b + 2): its RoPE atom queues behind P1 V1_L; K1's first half goes
+        // back to the producer as soon as P1 V1_L is done, before S0 waits for K0's V halves ----
+        if (next0)
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
-          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
-          PAIR_TRACE(8);
-        }
         if (has1) {
-          if (next0) sm90::wgmma_wait<kGroupsBeforeHi>();  // the S groups may stay in flight
+          if (next0) sm90::wgmma_wait<kGroupsBeforeV>();  // the RoPE group may stay in flight
           else sm90::wgmma_wait<0>();
           PAIR_TRACE(9);
           if (t128 == 0) {
@@ -348,7 +346,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           }
         }
         if (next0) {
-          issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k0, bars0, parity, false);
+          issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
           parity ^= 1;
           PAIR_TRACE(10);
         }
