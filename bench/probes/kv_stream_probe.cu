@@ -5,7 +5,8 @@
 // refills the buffer with the block `depth` ahead. Reports µs, L2 -> SM TB/s (every CTA's bytes),
 // DRAM-side TB/s (unique bytes) and cycles per block, per configuration:
 //   depth 1..3, box: 9 = one 64 x 64 box per atom (the kernel today), 3 = boxes of 4, 4, 1 atoms,
-//   1 = one box for the whole block; tiles per part 1 or 2; L2 hint evict-first or normal.
+//   1 = one box for the whole block; tiles per part 1 or 2; L2 hint evict-first or normal;
+//   refills issued by consumer thread 0 or by a separate producer warp (empty mbarriers).
 // Build: nvcc -std=c++20 -O3 -gencode arch=compute_90a,code=sm_90a -Isrc -o kv_stream_probe
 //        bench/probes/kv_stream_probe.cu
 #include <cuda.h>
@@ -51,11 +52,6 @@ struct Args {
   long long* cycles;  // per CTA: total cycles
 };
 
-__device__ __forceinline__ void tma_4d(uint32_t dst, const CUtensorMap* map, uint32_t bar, int c0,
-                                       int c1, int c2, int c3, uint64_t pol) {
-  sm90::tma_load_4d(dst, map, bar, c0, c1, c2, c3, pol);
-}
-
 // Issues block `page` into buffer `buf` (3 barriers per buffer: atoms 0-3, 4-7, 8).
 __device__ __forceinline__ void issue(const Maps& m, const Args& a, uint32_t buf, uint32_t bars,
                                       int page, uint64_t pol) {
@@ -63,7 +59,7 @@ __device__ __forceinline__ void issue(const Maps& m, const Args& a, uint32_t buf
     sm90::mbarrier_arrive(bars + 8);
     sm90::mbarrier_arrive(bars + 16);
     sm90::mbarrier_arrive_expect_tx(bars, kBlockBytes);
-    tma_4d(buf, &m.whole, bars, 0, 0, 0, page, pol);
+    sm90::tma_load_4d(buf, &m.whole, bars, 0, 0, 0, page, pol);
     return;
   }
   sm90::mbarrier_arrive_expect_tx(bars, 4 * kAtomBytes);
@@ -72,12 +68,12 @@ __device__ __forceinline__ void issue(const Maps& m, const Args& a, uint32_t buf
   if (a.box == 9) {
 #pragma unroll
     for (int at = 0; at < 9; ++at)
-      tma_4d(buf + at * kAtomBytes, &m.atom, bars + 8 * (at < 4 ? 0 : at < 8 ? 1 : 2), 0, 0, at,
-             page, pol);
+      sm90::tma_load_4d(buf + at * kAtomBytes, &m.atom, bars + 8 * (at < 4 ? 0 : at < 8 ? 1 : 2),
+                        0, 0, at, page, pol);
   } else if (a.box == 3) {
-    tma_4d(buf, &m.half, bars, 0, 0, 0, page, pol);
-    tma_4d(buf + 4 * kAtomBytes, &m.half, bars + 8, 0, 0, 4, page, pol);
-    tma_4d(buf + 8 * kAtomBytes, &m.atom, bars + 16, 0, 0, 8, page, pol);
+    sm90::tma_load_4d(buf, &m.half, bars, 0, 0, 0, page, pol);
+    sm90::tma_load_4d(buf + 4 * kAtomBytes, &m.half, bars + 8, 0, 0, 4, page, pol);
+    sm90::tma_load_4d(buf + 8 * kAtomBytes, &m.atom, bars + 16, 0, 0, 8, page, pol);
   }
 }
 
@@ -91,7 +87,8 @@ __global__ void __launch_bounds__(160, 1)
   const int depth = a.depth;
   const int part = blockIdx.z;
   const int* table = a.table + int64_t{part} * a.blocks_per_part;
-  const uint64_t pol = a.evict_first ? sm90::l2_policy_evict_first() : sm90::l2_policy_evict_normal();
+  const uint64_t pol =
+      a.evict_first ? sm90::l2_policy_evict_first() : sm90::l2_policy_evict_normal();
   if (threadIdx.x == 0) {
     for (int i = 0; i < 4 * kMaxDepth; ++i) sm90::mbarrier_init(bars + 8 * i, 1);
     sm90::fence_mbarrier_init();
@@ -197,8 +194,8 @@ int main() {
       for (int depth : {2, 3}) cfgs.push_back({depth, 9, 2, 1, delay, prod});
   cfgs.push_back({2, 1, 2, 1, 3000, 1});
   cfgs.push_back({2, 9, 2, 0, 3000, 1});
-  std::printf("%-5s %-6s %-4s %-6s %-6s %-6s %9s %9s %9s %11s\n", "prod", "depth", "box", "tiles", "evict",
-              "delay", "us", "L2->SM", "DRAM", "cyc/block");
+  std::printf("%-5s %-6s %-4s %-6s %-6s %-6s %9s %9s %9s %11s\n", "prod", "depth", "box", "tiles",
+              "evict", "delay", "us", "L2->SM", "DRAM", "cyc/block");
   for (const Cfg& c : cfgs) {
     const int parts = sms / c.tiles;
     Args a{table, pages / parts, c.depth, c.box, c.delay, c.evict_first, c.producer, cycles};
@@ -223,8 +220,8 @@ int main() {
     const double us = ts[ts.size() / 2];
     const double l2 = double{1.0} * parts * c.tiles * a.blocks_per_part * kBlockBytes / us / 1e6;
     const double dram = double{1.0} * parts * a.blocks_per_part * kBlockBytes / us / 1e6;
-    std::printf("%-5d %-6d %-4d %-6d %-6s %-6d %9.1f %9.2f %9.2f %11.0f\n", c.producer, c.depth, c.box, c.tiles,
-                c.evict_first ? "first" : "normal", c.delay, us, l2, dram,
+    std::printf("%-5d %-6d %-4d %-6d %-6s %-6d %9.1f %9.2f %9.2f %11.0f\n", c.producer, c.depth,
+                c.box, c.tiles, c.evict_first ? "first" : "normal", c.delay, us, l2, dram,
                 double(cyc[parts * c.tiles / 2]) / a.blocks_per_part);
   }
   return 0;

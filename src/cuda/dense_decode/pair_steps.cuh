@@ -19,8 +19,7 @@ inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 struct BlockAddr {
   int blk, row;
 };
-__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, int tok) {
-  const int t = tok;
+__device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, int t) {
   const int page = p.page_block_size;
   const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
   int64_t b = p.block_table[int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
