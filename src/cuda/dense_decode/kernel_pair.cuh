@@ -280,12 +280,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       if (wg == 0) {
         PAIR_TRACE(0);
         if constexpr (kRope)  // S0 is done with K0's RoPE atom
-          if (t128 == 0) {
-            release_half<kLoads>(empty, kK0Rope);
-            if (!kProducer && next0)
-              load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, next0_at,
-                  k0_addr, bars0);
-          }
+          if (t128 == 0)
+            part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope,
+                next0, next0_at, k0_addr, bars0);
         // ---- softmax of S0 against the running max; P0 to shared memory for WG1 ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
         mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
@@ -308,12 +305,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         sm90::fence_regs(o);
         sm90::fence_regs(pb);
         PAIR_TRACE(3);
-        if (t128 == 0) {
-          release_half<kLoads>(empty, kK0Lo);
-          if (!kProducer && next0)
-            load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, next0_at, k0_addr,
-                bars0);
-        }
+        if (t128 == 0)
+          part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo,
+              next0, next0_at, k0_addr, bars0);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         pair_sync(kBarScale1);
@@ -338,12 +332,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           if (next0) sm90::wgmma_wait<kGroupsBeforeV>();  // the RoPE group may stay in flight
           else sm90::wgmma_wait<0>();
           PAIR_TRACE(9);
-          if (t128 == 0) {
-            release_half<kLoads>(empty, kK1Lo);
-            if (!kProducer && next1)
-              load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, next1_at, k1_addr,
-                  bars1);
-          }
+          if (t128 == 0)
+            part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo,
+                next1, next1_at, k1_addr, bars1);
         }
         if (next0) {
           issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
@@ -357,12 +348,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       } else {
         PAIR_TRACE(0);
         if constexpr (kRope)  // S1 is done with K1's RoPE atom
-          if (has1 && t128 == 0) {
-            release_half<kLoads>(empty, kK1Rope);
-            if (!kProducer && next1)
-              load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, next1_at,
-                  k1_addr, bars1);
-          }
+          if (has1 && t128 == 0)
+            part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope,
+                next1, next1_at, k1_addr, bars1);
         // ---- O_R = O_R 2^(m - m0) + P0 V0_R (P0 against m0, from shared memory) ----
         pair_sync(kBarScale0);
         PAIR_TRACE(1);
@@ -411,24 +399,17 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           sm90::wgmma_wait<1>();  // P0 V0_R
         }
         PAIR_TRACE(5);
-        PAIR_TRACE(4);
-        if (t128 == 0) {
-          release_half<kLoads>(empty, kK0Hi);
-          if (!kProducer && next0)
-            load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, next0_at, k0_addr,
-                bars0);
-        }
+        if (t128 == 0)
+          part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi,
+              next0, next0_at, k0_addr, bars0);
         if (has1) {
           sm90::wgmma_wait<0>();
           sm90::fence_regs(o);
           sm90::fence_regs(pb);
           PAIR_TRACE(6);
-          if (t128 == 0) {
-            release_half<kLoads>(empty, kK1Hi);
-            if (!kProducer && next1)
-              load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, next1_at, k1_addr,
-                  bars1);
-          }
+          if (t128 == 0)
+            part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi,
+                next1, next1_at, k1_addr, bars1);
         }
 
         // ---- next S1 (block b + 3): the RoPE atom, V_R (refilled first), then V_L ----

@@ -127,6 +127,18 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   }
 }
 
+// A consumer warpgroup's last read of buffer part `h` is done (one lane): release it; with inline
+// loads the releasing lane also copies the next block (`next`, at `next_at`) into it.
+template <int kLoads, int kFirst, int kLast>
+__device__ __forceinline__ void part_done(const MainParams& p, const CUtensorMap* tmap, int kvh,
+                                          uint32_t empty, uint32_t& loads, int h, bool next,
+                                          BlockAddr next_at, uint32_t buf_addr, uint32_t bars) {
+  release_half<kLoads>(empty, h);
+  if constexpr (!has_producer<kLoads>())
+    if (next) load_half<kLoads, kFirst, kLast>(p, tmap, kvh, empty, loads, h, next_at, buf_addr,
+                                               bars);
+}
+
 // The blocks a CTA visits in one chunk (the consumers and the producer compute it alike).
 // Token counts are 32-bit (lengths are int32): registers are scarce in both roles.
 struct ChunkSpan {
