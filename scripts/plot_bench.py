@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Plots the dense-decode rows of a flashmla_bench CSV against FlashMLA's anchors.
 
-CSV rows (flashmla_bench --csv): op, shape, us, TFLOPS, GB/s, ratio-to-anchor. The figure has
-two panels: our time over FlashMLA's kernel time per case (below 1 = faster), and the fraction
-of the roof that binds the case (tensor roof 740 TFLOPS for h_q * s_q >= 128, else the copy
-bandwidth of the same run).
+CSV rows (flashmla_bench --csv): op, shape, us, TFLOPS, GB/s, ratio-to-anchor, and since session 5
+krn-us, krn-median, kernel-sum-us, krn-ratio (bench/cuda/bench_dense_decode.cu: the ratio column
+is then ev-flushed over FlashMLA's ev-flushed, krn-ratio our kernel time over FlashMLA's). The
+figure has two panels: our time over FlashMLA's per case (below 1 = faster; both methods where the
+row has both), and the fraction of the roof that binds the case (tensor roof 740 TFLOPS for
+h_q * s_q >= 128, else the copy bandwidth of the same run).
 
 usage: scripts/plot_bench.py CSV PNG   (scripts/plot-bench sets up a pinned matplotlib)
 """
@@ -25,17 +27,31 @@ def main(csv_path: str, png_path: str) -> None:
     dense = [r for r in rows if r[0].startswith("gpu dense_decode")]
     names = [r[0].split()[-1] for r in dense]
     ratio = [float(r[5]) for r in dense]
+    krn = [float(r[9]) if len(r) > 9 else 0.0 for r in dense]
     roof = []
     for r in dense:
         shape = dict(kv.split("=") for kv in r[1].split() if "=" in kv)  # "varlen", "causal"
         compute_bound = int(shape["h_q"]) * int(shape["s_q"]) >= 128
-        roof.append(float(r[3]) / TENSOR_ROOF_TFLOPS if compute_bound
-                    else float(r[4]) / copy_gbps)
+        tflops, gbps = float(r[3]), float(r[4])
+        if len(r) > 9 and float(r[6]) > 0:  # rates from the kernel time
+            tflops, gbps = [x * float(r[2]) / float(r[6]) for x in (tflops, gbps)]
+        roof.append(tflops / TENSOR_ROOF_TFLOPS if compute_bound else gbps / copy_gbps)
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    a.bar(names, ratio, color=["tab:green" if x <= 1.0 else "tab:red" for x in ratio])
+    x = list(range(len(names)))
+    if any(krn):
+        w = 0.4
+        a.bar([i - w / 2 for i in x], krn, w, label="kernel time / FlashMLA kernel time",
+              color=["tab:green" if v <= 1.0 else "tab:red" for v in krn])
+        a.bar([i + w / 2 for i in x], ratio, w, label="ev-flushed / FlashMLA ev-flushed",
+              color=["tab:olive" if v <= 1.0 else "tab:orange" for v in ratio])
+        a.legend(fontsize=7)
+        a.set_title("time / FlashMLA's, same method (lower is better)")
+    else:
+        a.bar(x, ratio, color=["tab:green" if v <= 1.0 else "tab:red" for v in ratio])
+        a.set_title("time / FlashMLA kernel time (lower is better)")
+    a.set_xticks(x, names)
     a.axhline(1.0, color="black", linewidth=1)
-    a.set_title("time / FlashMLA kernel time (lower is better)")
     b.bar(names, roof, color="tab:blue")
     b.set_ylim(0, 1)
     b.set_title("fraction of the binding roof (740 TFLOPS or copy GB/s)")

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bench_dense_decode.h"
+#include "kernel_timer.h"
 #include "cuda/common/cuda_check.h"
 #include "flashmla/flashmla.h"
 
@@ -20,7 +21,9 @@ namespace {
 
 constexpr double kCeilTflops = 740.0;  // anchors.md: bf16 matmul 8192^3, 742-780
 constexpr double kCeilGbps = 3000.0;   // anchors.md: device copy, read + written
-constexpr int64_t kFlushBytes = 256ll << 20;
+constexpr int64_t kFlushBytes = 256ll << 20;      // ev-flushed: before each timed call
+constexpr int64_t kKernelFlushBytes = 8ll << 30;  // kernel time: as anchors.md (8 GB memset)
+constexpr int kKernelRuns = 30;                   // anchors.md: 30 calls
 
 struct Case {
   const char* name;
@@ -67,8 +70,72 @@ __global__ void fill_activations(uint16_t* x, int64_t n, uint64_t seed) {
 }
 
 struct Result {
-  double us, tflops, gbps;
+  double us;          // ev-flushed median
+  double kernel_us;   // CUPTI: first kernel start to last kernel end per call, median of 30 (0: none)
+  double kernel_mean; // the same, mean (a few calls have outliers: CUPTI's own buffer handling?)
+  double sum_us;      // CUPTI: the calls' kernel durations summed (the profiler's figure), mean
+  double ev8_us;      // events around each call after the big memset, without CUPTI, median
+  double ev8_cupti;   // the same, in the CUPTI pass
+  double flop, bytes;
 };
+
+// The anchors' kernel time: each call after an 8 GB memset, the durations of the kernels it
+// launched summed, as the profiler does. Our combine kernel is launched by programmatic dependent
+// launch at the main kernel's start and waits for it on the GPU, so its recorded duration covers
+// the main kernel's too and the sum counts that time twice: the span (first kernel start to last
+// kernel end) is the call's GPU time, and the figure to hold against FlashMLA's kernel time.
+void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
+                 const DenseDecodeParams& p, Result& r) {
+  // Events around each call as well, once without CUPTI and once with it: tells the cost of the
+  // big memset (clocks, L2 state) apart from the cost of the tracing.
+  cudaEvent_t e0, e1;
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> ev[2];
+  std::vector<KernelSpan> spans;
+  for (int pass = 0; pass < 2; ++pass) {
+    if (pass == 1) timer.start();
+    for (int i = 0; i < kKernelRuns; ++i) {
+      FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
+      FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+      dense_decode(p);
+      FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+      FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0;
+      FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      ev[pass].push_back(ms * 1e3);
+    }
+    if (pass == 1) spans = timer.stop();
+    std::sort(ev[pass].begin(), ev[pass].end());
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  r.ev8_us = ev[0][kKernelRuns / 2];
+  r.ev8_cupti = ev[1][kKernelRuns / 2];
+  // Every call launches the same kernels (main, and combine when it splits): consecutive groups
+  // of spans.size() / kKernelRuns records, in start order, are one call each.
+  if (spans.empty() || spans.size() % kKernelRuns != 0) {
+    std::printf("  (kernel time: %zu kernel records for %d calls; skipped)\n", spans.size(),
+                kKernelRuns);
+    return;
+  }
+  const size_t per_call = spans.size() / kKernelRuns;
+  std::vector<double> sums(kKernelRuns, 0.0), lens(kKernelRuns, 0.0);
+  for (int i = 0; i < kKernelRuns; ++i) {
+    uint64_t first = spans[i * per_call].start_ns, last = 0;
+    for (size_t j = i * per_call; j < (i + 1) * per_call; ++j) {
+      sums[i] += (spans[j].end_ns - spans[j].start_ns) * 1e-3;
+      last = std::max(last, spans[j].end_ns);
+    }
+    lens[i] = (last - first) * 1e-3;
+  }
+  double total = 0, span = 0;
+  for (int i = 0; i < kKernelRuns; ++i) total += sums[i], span += lens[i];
+  r.sum_us = total / kKernelRuns;
+  r.kernel_mean = span / kKernelRuns;
+  std::sort(lens.begin(), lens.end());
+  r.kernel_us = lens[kKernelRuns / 2];
+}
 
 std::vector<int32_t> case_lengths(const Case& c) {
   std::vector<int32_t> lens(c.b, c.s_k);
@@ -80,7 +147,7 @@ std::vector<int32_t> case_lengths(const Case& c) {
   return lens;
 }
 
-Result run_case(const Case& c, int runs) {
+Result run_case(const Case& c, int runs, KernelTimer& timer, void* kflush, int64_t kflush_bytes) {
   const int d_qk = 576, d_v = 512, page = 64;
   const Device gpu = cuda_device(0);
   const std::vector<int32_t> host_lens = case_lengths(c);
@@ -136,7 +203,9 @@ Result run_case(const Case& c, int runs) {
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   std::sort(t.begin(), t.end());
-  const double us = t[t.size() / 2];
+  Result r{};
+  r.us = t[t.size() / 2];
+  if (timer.available() && kflush) kernel_time(timer, kflush, kflush_bytes, p, r);
   // SPEC.md formulas: FLOP over the attended keys of every query, bytes = Q + KV + O.
   double flop = 0, bytes = 0;
   for (const int32_t len : host_lens) {
@@ -146,7 +215,9 @@ Result run_case(const Case& c, int runs) {
     }
     bytes += c.s_q * c.h_q * (d_qk + d_v) * 2.0 + double(len) * d_qk * 2.0;
   }
-  return {us, flop / us * 1e-6, bytes / us * 1e-3};
+  r.flop = flop;
+  r.bytes = bytes;
+  return r;
 }
 
 }  // namespace
@@ -176,27 +247,64 @@ int bench_dense_decode(int argc, char** argv) {
   try {
     cudaDeviceProp prop{};
     FLASHMLA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    // FLASHMLA_BENCH_NO_CUPTI=1 (e.g. under ncu, itself a CUPTI client): events only.
+    const bool no_cupti = std::getenv("FLASHMLA_BENCH_NO_CUPTI") != nullptr;
+    KernelTimer timer(!no_cupti);
+    // The kernel-time flush: 8 GB as in anchors.md, less on a smaller card.
+    size_t free_bytes = 0, total_bytes = 0;
+    FLASHMLA_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+    const int64_t kflush_bytes =
+        std::min<int64_t>(kKernelFlushBytes, static_cast<int64_t>(free_bytes) / 4);
+    void* kflush = nullptr;
+    if (timer.available() && cudaMalloc(&kflush, kflush_bytes) != cudaSuccess) {
+      cudaGetLastError();
+      kflush = nullptr;
+    }
     std::printf("GPU dense decode on %s (%d SMs): bf16, h_kv 1, d_qk 576, page 64, fixed lengths; "
-                "ev-flushed median of %d (256 MB memset before each call); main + combine\n",
+                "main + combine\n  ev: CUDA events, median of %d calls, 256 MB memset before each\n",
                 prop.name, prop.multiProcessorCount, runs);
-    std::printf("%-4s %-34s %9s %8s %6s %8s %6s %10s %10s\n", "case", "shape", "us", "TFLOPS",
-                "/740", "GB/s", "/3000", "vs FM krn", "vs FM ev");
+    if (kflush)
+      std::printf("  krn: GPU time of a call from its kernels' CUPTI records (first start to last "
+                  "end), median of %d calls, %.1f GB memset before each (anchors.md's kernel time);"
+                  " TFLOPS and GB/s from krn\n",
+                  kKernelRuns, kflush_bytes / 1e9);
+    else
+      std::printf("  krn: not measured (%s); TFLOPS and GB/s from ev\n",
+                  no_cupti ? "FLASHMLA_BENCH_NO_CUPTI"
+                  : timer.available() ? "no memory for the flush" : timer.reason().c_str());
+    std::printf("%-4s %-34s %8s %8s %8s %6s %8s %6s %10s %10s\n", "case", "shape", "ev us",
+                "krn us", "TFLOPS", "/740", "GB/s", "/3000", "krn vs FM", "ev vs FM");
     FILE* f = csv.empty() ? nullptr : std::fopen(csv.c_str(), "a");
     for (const Case& c : kCases) {
       if (!pick.empty() && ("," + pick + ",").find("," + std::string(c.name) + ",") == std::string::npos)
         continue;
-      const Result r = run_case(c, runs);
+      const Result r = run_case(c, runs, timer, kflush, kflush_bytes);
       char shape[96];
       std::snprintf(shape, sizeof shape, "b=%lld s_q=%d h_q=%d s_k=%d%s", (long long)c.b, c.s_q,
                     c.h_q, c.s_k, c.varlen ? " varlen" : (c.causal ? " causal" : ""));
-      // Ratio > 1 = slower than FlashMLA.
-      std::printf("%-4s %-34s %9.1f %8.1f %5.0f%% %8.0f %5.0f%% %9.2fx %9.2fx\n", c.name, shape,
-                  r.us, r.tflops, 100 * r.tflops / kCeilTflops, r.gbps, 100 * r.gbps / kCeilGbps,
-                  r.us / c.flashmla_kernel_us, r.us / c.flashmla_ev_us);
+      const bool krn = r.kernel_us > 0;
+      const double us = krn ? r.kernel_us : r.us;
+      const double tflops = r.flop / us * 1e-6, gbps = r.bytes / us * 1e-3;
+      char krn_us[16] = "-", krn_ratio[16] = "-";
+      if (krn) {
+        std::snprintf(krn_us, sizeof krn_us, "%.1f", r.kernel_us);
+        std::snprintf(krn_ratio, sizeof krn_ratio, "%.3fx", r.kernel_us / c.flashmla_kernel_us);
+      }
+      // Ratio > 1 = slower than FlashMLA (same method on both sides).
+      std::printf("%-4s %-34s %8.1f %8s %8.1f %5.0f%% %8.0f %5.0f%% %10s %9.3fx\n", c.name,
+                  shape, r.us, krn_us, tflops, 100 * tflops / kCeilTflops, gbps,
+                  100 * gbps / kCeilGbps, krn_ratio, r.us / c.flashmla_ev_us);
+      if (krn)
+        std::printf("     (krn mean %.1f; kernel durations summed, counting the PDL-waiting "
+                    "combine kernel in full: %.1f; events after the big memset: %.1f, with "
+                    "CUPTI on %.1f)\n", r.kernel_mean, r.sum_us, r.ev8_us, r.ev8_cupti);
       if (f)
-        std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f\n", c.name, shape, r.us,
-                     r.tflops, r.gbps, r.us / c.flashmla_kernel_us);
+        std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f,%.3f,%.3f,%.3f,%.4f\n", c.name,
+                     shape, r.us, r.flop / r.us * 1e-6, r.bytes / r.us * 1e-3,
+                     r.us / c.flashmla_ev_us, r.kernel_us, r.kernel_mean, r.sum_us,
+                     krn ? r.kernel_us / c.flashmla_kernel_us : 0.0);
     }
+    if (kflush) cudaFree(kflush);
     if (f) std::fclose(f);
     return 0;
   } catch (const flashmla::Error& e) {

@@ -28,6 +28,7 @@
 // syncs):
 //   kBarScale0  WG0 -> WG1  m0, 2^(m - m0) and P0 are in shared memory
 //   kBarScale1  WG1 -> WG0  m1, 2^(m0 - m1) and P1 are in shared memory
+//   kBarS0Issued WG0 -> WG1 the next S0 is issued: S1 goes into the tensor pipe behind it
 // A P buffer is rewritten only after its reader's wgmma completed: P0 of the next step waits for
 // S0 of block b + 2, whose V_R half is copied only after WG1 released it past P0 V0_R; P1 of the
 // next step waits for m0 of the next step, which WG0 publishes after its P1 V1_L is done.
@@ -339,6 +340,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         if (next0) {
           issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
           parity ^= 1;
+          hand_off(p, kBarS0Issued);  // WG1 may queue its S1 behind it now
           PAIR_TRACE(10);
         }
         sm90::wgmma_wait<0>();
@@ -413,6 +415,10 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         }
 
         // ---- next S1 (block b + 3): the RoPE atom, V_R (refilled first), then V_L ----
+        // S1 queues behind the next S0 in the tensor pipe, never beside it: S0 then completes
+        // first and WG0's softmax runs under S1 (issued together, the two interleave and both
+        // complete late, with the pipe idle during WG0's softmax: -9 % D4 compute-only).
+        if (next0) pair_sync(kBarS0Issued);
         if (next1) {
           issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
           issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);

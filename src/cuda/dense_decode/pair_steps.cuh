@@ -8,6 +8,7 @@ namespace flashmla::cuda::mla_decode {
 
 inline constexpr int kBarScale0 = 6;
 inline constexpr int kBarScale1 = 7;
+inline constexpr int kBarS0Issued = 8;  // WG0 -> WG1: the next S0 is issued
 inline constexpr int kBarWarpgroup = 10;  // + wg: the 128 threads of one warpgroup
 inline constexpr int kBarConsumers = 12;  // the two consumer warpgroups (with a producer)
 inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
