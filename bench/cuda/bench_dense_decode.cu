@@ -71,7 +71,7 @@ __global__ void fill_activations(uint16_t* x, int64_t n, uint64_t seed) {
 
 struct Result {
   double us;          // ev-flushed median
-  double kernel_us;   // CUPTI: first kernel start to last kernel end per call, median of 30 (0: none)
+  double kernel_us;   // CUPTI: first kernel start to last kernel end, median of 30 calls (0: none)
   double kernel_mean; // the same, mean (a few calls have outliers: CUPTI's own buffer handling?)
   double sum_us;      // CUPTI: the calls' kernel durations summed (the profiler's figure), mean
   double ev8_us;      // events around each call after the big memset, without CUPTI, median
@@ -261,7 +261,8 @@ int bench_dense_decode(int argc, char** argv) {
       kflush = nullptr;
     }
     std::printf("GPU dense decode on %s (%d SMs): bf16, h_kv 1, d_qk 576, page 64, fixed lengths; "
-                "main + combine\n  ev: CUDA events, median of %d calls, 256 MB memset before each\n",
+                "main + combine\n"
+                "  ev: CUDA events, median of %d calls, 256 MB memset before each\n",
                 prop.name, prop.multiProcessorCount, runs);
     if (kflush)
       std::printf("  krn: GPU time of a call from its kernels' CUPTI records (first start to last "

@@ -296,6 +296,20 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
       alt_outs.emplace_back(what, std::move(alt));
     }
   }
+  // Output rows off 16-byte boundaries (8 bytes in): the kernels' 4-byte store form instead of
+  // the quad-transposed 16-byte one.
+  {
+    DeviceBuffer d_out8(ref_out.storage_bytes() + 16);
+    DenseDecodeParams gp8 = gp;
+    gp8.out = ref_out.view_at(d_out8.get() + 8, gpu);
+    d_out8.poison();
+    dense_decode(gp8);
+    FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+    HostTensor alt(c.dtype, {c.b, c.s_q, c.h_q, d_v});
+    FLASHMLA_CUDA_CHECK(cudaMemcpy(alt.data(), d_out8.get() + 8, alt.storage_bytes(),
+                                   cudaMemcpyDeviceToHost));
+    alt_outs.emplace_back("out 8 bytes off 16-byte alignment", std::move(alt));
+  }
   for (const auto& [what, alt] : alt_outs)
     EXPECT_TRUE(all_close("out with " + what, alt.to_doubles(), ref_out.to_doubles(),
                           alt.shape(), {8e-4, 2.0 / 128}));

@@ -25,14 +25,19 @@ bool env_is(const char* name, const char* value) {
 }
 
 
+// Whether every row of t starts on a `bytes` boundary (data pointer and strides).
+bool rows_aligned(const TensorView& t, int bytes) {
+  bool ok = reinterpret_cast<uintptr_t>(t.data) % bytes == 0;
+  const int elems = bytes / dtype_size(t.dtype);
+  for (int d = 0; d + 1 < t.rank; ++d) ok = ok && (t.shape[d] <= 1 || t.stride[d] % elems == 0);
+  return ok;
+}
+
 // 16-byte copies need every row of q and k_cache to start on a 16-byte boundary; the 8-byte
 // output stores of the combine need rows on 8-byte boundaries. Views that break this are rare
 // (slices at odd offsets); they get a clear error rather than a misaligned access.
 void require_aligned(const TensorView& t, const char* name, int bytes) {
-  bool ok = reinterpret_cast<uintptr_t>(t.data) % bytes == 0;
-  const int elems = bytes / dtype_size(t.dtype);
-  for (int d = 0; d + 1 < t.rank; ++d) ok = ok && (t.shape[d] <= 1 || t.stride[d] % elems == 0);
-  if (!ok)
+  if (!rows_aligned(t, bytes))
     throw NotImplementedError(std::string("flashmla::dense_decode: the CUDA kernel needs ") +
                               name + " rows aligned to " + std::to_string(bytes) +
                               " bytes (data pointer and strides), got strides " + t.stride_str());
@@ -151,6 +156,9 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   const int64_t rows_all = int64_t{pb.s_q} * pb.h_q;
   m.o_partial = p.workspace.ptr<float>();
   m.lse_partial = m.o_partial + sched::max_slots(p.plan.num_parts) * rows_all * pb.d_v;
+  // 16-byte output stores where out's rows allow them (4-byte stores otherwise; the partials'
+  // workspace is always 16-byte aligned).
+  m.out_vec16 = rows_aligned(p.out, 16) ? 1 : 0;
   m.b = pb.b;
   m.num_parts = p.plan.num_parts;
   m.s_q = pb.s_q;

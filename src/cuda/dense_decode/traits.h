@@ -40,6 +40,7 @@ struct MainParams {
   int inline_loads;         // pair kernel: consumer lanes issue the KV copies, no producer (A/B)
   int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint, else evict-first
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
+  int out_vec16;            // out's rows start on 16-byte boundaries: 16-byte output stores
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
   long long* trace;         // pair kernel clock64 timeline (builds with
