@@ -79,6 +79,29 @@ struct Result {
   double flop, bytes;
 };
 
+// CUDA events around each of `runs` calls, each after a memset of `flush_bytes`: sorted µs.
+std::vector<double> event_times(const DenseDecodeParams& p, void* flush, int64_t flush_bytes,
+                                int runs) {
+  cudaEvent_t e0, e1;
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < runs; ++i) {
+    FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+    dense_decode(p);
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms * 1e3);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(t.begin(), t.end());
+  return t;
+}
+
 // The anchors' kernel time: each call after an 8 GB memset, the durations of the kernels it
 // launched summed, as the profiler does. Our combine kernel is launched by programmatic dependent
 // launch at the main kernel's start and waits for it on the GPU, so its recorded duration covers
@@ -88,30 +111,10 @@ void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
                  const DenseDecodeParams& p, Result& r) {
   // Events around each call as well, once without CUPTI and once with it: tells the cost of the
   // big memset (clocks, L2 state) apart from the cost of the tracing.
-  cudaEvent_t e0, e1;
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
-  std::vector<double> ev[2];
-  std::vector<KernelSpan> spans;
-  for (int pass = 0; pass < 2; ++pass) {
-    if (pass == 1) timer.start();
-    for (int i = 0; i < kKernelRuns; ++i) {
-      FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
-      FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-      dense_decode(p);
-      FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-      FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0;
-      FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      ev[pass].push_back(ms * 1e3);
-    }
-    if (pass == 1) spans = timer.stop();
-    std::sort(ev[pass].begin(), ev[pass].end());
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  r.ev8_us = ev[0][kKernelRuns / 2];
-  r.ev8_cupti = ev[1][kKernelRuns / 2];
+  r.ev8_us = event_times(p, flush, flush_bytes, kKernelRuns)[kKernelRuns / 2];
+  timer.start();
+  r.ev8_cupti = event_times(p, flush, flush_bytes, kKernelRuns)[kKernelRuns / 2];
+  const std::vector<KernelSpan> spans = timer.stop();
   // Every call launches the same kernels (main, and combine when it splits): consecutive groups
   // of spans.size() / kKernelRuns records, in start order, are one call each.
   if (spans.empty() || spans.size() % kKernelRuns != 0) {
@@ -185,24 +188,8 @@ Result run_case(const Case& c, int runs, KernelTimer& timer, void* kflush, int64
   p.lse = TensorView::contiguous(lse.p, DType::kFloat32, gpu, {c.b, c.h_q, c.s_q});
   p.causal = c.causal;
 
-  cudaEvent_t e0, e1;
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
   dense_decode(p);  // warm-up
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush.p, i & 0xFF, kFlushBytes, nullptr));
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    dense_decode(p);
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(t.begin(), t.end());
+  const std::vector<double> t = event_times(p, flush.p, kFlushBytes, runs);
   Result r{};
   r.us = t[t.size() / 2];
   if (timer.available() && kflush) kernel_time(timer, kflush, kflush_bytes, p, r);
