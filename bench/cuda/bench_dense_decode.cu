@@ -72,7 +72,7 @@ __global__ void fill_activations(uint16_t* x, int64_t n, uint64_t seed) {
 struct Result {
   double us;          // ev-flushed median
   double kernel_us;   // CUPTI: first kernel start to last kernel end, median of 30 calls (0: none)
-  double kernel_mean; // the same, mean (a few calls have outliers: CUPTI's own buffer handling?)
+  double kernel_mean; // the same, mean (a few calls have far-off outliers; cause not established)
   double sum_us;      // CUPTI: the calls' kernel durations summed (the profiler's figure), mean
   double ev8_us;      // events around each call after the big memset, without CUPTI, median
   double ev8_cupti;   // the same, in the CUPTI pass
@@ -123,17 +123,17 @@ void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
     return;
   }
   const size_t per_call = spans.size() / kKernelRuns;
-  std::vector<double> sums(kKernelRuns, 0.0), lens(kKernelRuns, 0.0);
+  std::vector<double> lens(kKernelRuns, 0.0);
+  double total = 0, span = 0;
   for (int i = 0; i < kKernelRuns; ++i) {
     uint64_t first = spans[i * per_call].start_ns, last = 0;
     for (size_t j = i * per_call; j < (i + 1) * per_call; ++j) {
-      sums[i] += (spans[j].end_ns - spans[j].start_ns) * 1e-3;
+      total += (spans[j].end_ns - spans[j].start_ns) * 1e-3;
       last = std::max(last, spans[j].end_ns);
     }
     lens[i] = (last - first) * 1e-3;
+    span += lens[i];
   }
-  double total = 0, span = 0;
-  for (int i = 0; i < kKernelRuns; ++i) total += sums[i], span += lens[i];
   r.sum_us = total / kKernelRuns;
   r.kernel_mean = span / kKernelRuns;
   std::sort(lens.begin(), lens.end());

@@ -27,7 +27,8 @@ struct Cupti {
 
 std::mutex g_mutex;
 std::vector<KernelSpan> g_spans;
-NextFn g_next = nullptr;
+// (the callbacks below run only after registration, when cupti() is initialised)
+const Cupti& cupti();
 
 constexpr size_t kBufferBytes = 8 << 20;
 
@@ -40,7 +41,7 @@ void CUPTIAPI buffer_requested(uint8_t** buffer, size_t* size, size_t* max_recor
 void CUPTIAPI buffer_completed(CUcontext, uint32_t, uint8_t* buffer, size_t, size_t valid) {
   CUpti_Activity* rec = nullptr;
   std::lock_guard<std::mutex> lock(g_mutex);
-  while (g_next(buffer, valid, &rec) == CUPTI_SUCCESS) {
+  while (cupti().next_record(buffer, valid, &rec) == CUPTI_SUCCESS) {
     if (rec->kind == CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) {
       const auto* k = reinterpret_cast<const CUpti_ActivityKernel10*>(rec);
       g_spans.push_back({k->start, k->end});
@@ -74,7 +75,6 @@ const Cupti& cupti() {
       r.register_callbacks = nullptr;
       return r;
     }
-    g_next = r.next_record;
     if (r.register_callbacks(buffer_requested, buffer_completed) != CUPTI_SUCCESS) {
       r.error = "cuptiActivityRegisterCallbacks failed";
       r.register_callbacks = nullptr;
