@@ -224,6 +224,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     if (c == c_begin && n_blocks > 0) load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
     sm90::cp_async_commit();
     sm90::cp_async_wait<0>();
+    PAIR_TRACE_CHUNK(7);
     sm90::fence_proxy_async();
     if (tid < kRowsPerTile) m_smem[tid] = -INFINITY;
     consumers_sync<kProducer>();  // Q visible to the tensor cores, running max reset
@@ -443,6 +444,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
     }
     consumers_sync<kProducer>();
+    PAIR_TRACE_CHUNK(5);
     const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
     // The next chunk's Q copies go out before this chunk's output stores: both warpgroups'
     // last wgmmas (the readers of Q and of P1, which lives in Q's RoPE atom) are done.
@@ -450,6 +452,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       const ChunkSpan next = chunk_span<csize>(p, view.chunks()[c + 1], row_base);
       if (next.n_blocks > 0) load_q_tile<kDqk>(p, next.req, kvh, row_base, valid_rows, q_addr);
     }
+    PAIR_TRACE_CHUNK(6);
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
     PAIR_TRACE_CHUNK(4);

@@ -37,10 +37,12 @@ inline constexpr int kTraceSteps = 4;
 #endif
 inline constexpr int kTraceEvents = 16;
 inline constexpr int kTraceStepSlots = 2 * kTraceSteps * kTraceEvents;
-// Then, for thread 0 of CTA (0, 0, 0): per chunk (up to kTraceChunks) kTraceChunkEvents clocks,
-// then the kernel's first and last clock64 and globaltimer (ns) readings.
+// Then, for thread 0 of CTA (0, 0, 0): per chunk (up to kTraceChunks) kTraceChunkEvents clocks
+// (0 chunk top, 7 Q's copies landed, 1 Q visible, 2 first S done, 3 last step done, 5 row sums
+// synced, 6 next Q's copies issued, 4 output stored), then the kernel's first and last clock64
+// and globaltimer (ns) readings.
 inline constexpr int kTraceChunks = 4;
-inline constexpr int kTraceChunkEvents = 6;
+inline constexpr int kTraceChunkEvents = 8;
 inline constexpr int kTraceKernelSlot = kTraceStepSlots + kTraceChunks * kTraceChunkEvents;
 inline constexpr int kTraceSlots = kTraceKernelSlot + 4;
 
