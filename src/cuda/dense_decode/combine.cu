@@ -2,10 +2,14 @@
 // several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row:
 //   lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s
 // Empty partials carry lse_s = -inf and drop out; a row with every partial empty gets out = 0
-// and lse = +inf. Requests with one chunk were written by the main kernel and are skipped.
+// and lse = +inf. Requests with one chunk were written by the main kernel and are skipped (a
+// schedule without slots: the whole grid returns at once).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <array>
+#include <atomic>
 #include <cmath>
 
 #include "core/decode_schedule.h"
@@ -32,19 +36,12 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
   }
 }
 
+// One (request, query, head) row of the combine (warp w, all 32 lanes).
 template <typename T>
-__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
-    combine_kernel(const __grid_constant__ MainParams p) {
-  // Launched early by programmatic dependent launch: wait until the main kernel has finished
-  // and its partials are visible.
-  sm90::grid_dependency_wait();
-  const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
-  const int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  if (w >= p.b * rows_per_req) return;
+__device__ __forceinline__ void combine_row(const MainParams& p, const sched::View& view,
+                                            int64_t rows_per_req, int64_t w, int lane) {
   const int64_t req = w / rows_per_req;
   const int64_t rem = w % rows_per_req;  // i * h_q + h: the partial row inside a slot
-  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
   const int splits = view.num_splits()[req];
   if (splits <= 1) return;
   const int64_t first = view.first_slot()[req];
@@ -89,11 +86,48 @@ __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
   if (lane == 0) p.lse[req * p.lse_stride[0] + h * p.lse_stride[1] + i * p.lse_stride[2]] = lse;
 }
 
+template <typename T>
+__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
+    combine_kernel(const __grid_constant__ MainParams p) {
+  // Launched early by programmatic dependent launch: wait until the main kernel has finished
+  // and its partials are visible.
+  sm90::grid_dependency_wait();
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  if (view.num_slots() == 0) return;  // a whole-request schedule: nothing to merge
+  const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = int64_t{gridDim.x} * kCombineWarpsPerBlock;
+  for (int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
+       w < p.b * rows_per_req; w += warps)
+    combine_row<T>(p, view, rows_per_req, w, lane);
+}
+
+// Blocks of one resident wave of the combine kernel on the current device (cached per device).
+// Its warps stride over the rows: a grid of one warp per row needed up to four waves of block
+// launches after the main kernel (b * s_q * h_q warps, 4096 blocks for D4; the main kernel's CTAs
+// hold every register until they exit), even when no request was split.
+int combine_wave_blocks() {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> cache{};
+  int dev = 0;
+  FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < kMaxDevices && cache[dev].load(std::memory_order_relaxed) > 0)
+    return cache[dev].load(std::memory_order_relaxed);
+  int sms = 0, per_sm = 0;
+  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+      &per_sm, combine_kernel<__nv_bfloat16>, kCombineWarpsPerBlock * 32, 0));
+  const int blocks = sms * (per_sm > 0 ? per_sm : 1);
+  if (dev < kMaxDevices) cache[dev].store(blocks, std::memory_order_relaxed);
+  return blocks;
+}
+
 }  // namespace
 
 void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
   const int64_t warps = p.b * p.s_q * p.h_q;
-  const int64_t blocks = (warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock;
+  const int64_t blocks = std::min<int64_t>(
+      (warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, combine_wave_blocks());
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel runs (it
   // triggers at its start) and waits in griddepcontrol.wait, hiding the launch latency.
   cudaLaunchAttribute attr{};
