@@ -1,5 +1,6 @@
 // Combine kernel: merges the float32 partial slots of every request the schedule split into
-// several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row:
+// several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row at a time
+// (the warps of one resident wave stride over the rows):
 //   lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s
 // Empty partials carry lse_s = -inf and drop out; a row with every partial empty gets out = 0
 // and lse = +inf. Requests with one chunk were written by the main kernel and are skipped (a
@@ -115,6 +116,7 @@ int combine_wave_blocks() {
     return cache[dev].load(std::memory_order_relaxed);
   int sms = 0, per_sm = 0;
   FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  // (the fp16 instantiation has the same shape: 61 registers each, ptxas)
   FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
       &per_sm, combine_kernel<__nv_bfloat16>, kCombineWarpsPerBlock * 32, 0));
   const int blocks = sms * (per_sm > 0 ? per_sm : 1);
