@@ -113,6 +113,9 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
       fill += c;
     }
     whole = whole && used <= num_parts;
+#if defined(FLASHMLA_SCHED_PROBE_NEVER_WHOLE)  // diagnostic build: always balance by splitting
+    whole = false;
+#endif
   }
   if (whole) {
     for (int64_t r = 0; r < b; ++r) {

@@ -127,6 +127,9 @@ int combine_wave_blocks() {
 }  // namespace
 
 void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE)  // diagnostic build: partials never merged
+  return;
+#endif
   const int64_t warps = p.b * p.s_q * p.h_q;
   const int64_t blocks = std::min<int64_t>(
       (warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, combine_wave_blocks());

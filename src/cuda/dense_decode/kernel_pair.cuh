@@ -65,9 +65,9 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   constexpr int kHalf = kVAtomsPerHalf;
   constexpr int kV = kDimV / kAtomDims;
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
-  const int c_begin = view.part_begin()[blockIdx.z];
-  const int c_end = view.part_begin()[blockIdx.z + 1];
-  const int row_base = blockIdx.x * kRowsPerTile;
+  const int c_begin = view.part_begin()[cta_part()];
+  const int c_end = view.part_begin()[cta_part() + 1];
+  const int row_base = cta_qtile() * kRowsPerTile;
   const int kvh = blockIdx.y;
   const uint32_t k_addr = smem_base + (buf == 0 ? Plan::kK0 : Plan::kK1);
   const uint32_t bars = smem_base + Plan::kBars + buf * 8 * kQAtoms;
@@ -157,9 +157,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   const int quad_col = lane % 4;
   const int my_row[2] = {16 * warp + lane / 4, 16 * warp + lane / 4 + 8};
 
-  const int part = blockIdx.z;  // grid (q tile, kv head, part)
+  const int part = cta_part();  // grid (q tile, kv head, part)
   const int kvh = blockIdx.y;
-  const int row_base = blockIdx.x * kRowsPerTile;
+  const int row_base = cta_qtile() * kRowsPerTile;
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
@@ -294,7 +294,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
         store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
+#if !defined(FLASHMLA_DENSE_DECODE_PROBE_NO_PFENCE)
         sm90::fence_proxy_async();
+#endif
         hand_off(p, kBarScale0);
         PAIR_TRACE(1);
         rescale_o(o, sc[0], sc[1]);
@@ -378,7 +380,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
 #pragma unroll
         for (int h = 0; h < 2; ++h) l[h] = l[h] * f0[h] * f1[h] + sum[h];
         store_fragments(smem + Plan::kP1, pb, my_row, quad_col);
+#if !defined(FLASHMLA_DENSE_DECODE_PROBE_NO_PFENCE)
         sm90::fence_proxy_async();
+#endif
         hand_off(p, kBarScale1);
         PAIR_TRACE(3);
 

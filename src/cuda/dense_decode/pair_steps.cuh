@@ -28,6 +28,29 @@ __device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, in
   return {static_cast<int>(b), t - pg * page};
 }
 
+// The CTA's q tile and part (grid (q tile, kv head, part)). Diagnostic builds with
+// -DFLASHMLA_DENSE_DECODE_PROBE_SMID_ROLES=1 (=2) take them from the SM id instead, a part's q
+// tiles on consecutive (strided) SM ids: an experiment on where a part's CTAs sit, valid only
+// with one CTA per SM, all SMs in the grid and one kv head.
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_SMID_ROLES)
+__device__ __forceinline__ uint32_t sm_id() {
+  uint32_t v;
+  asm volatile("mov.u32 %0, %%smid;" : "=r"(v));
+  return v;
+}
+__device__ __forceinline__ uint32_t cta_qtile() {
+  return FLASHMLA_DENSE_DECODE_PROBE_SMID_ROLES == 1 ? sm_id() % gridDim.x
+                                                     : sm_id() / gridDim.z;
+}
+__device__ __forceinline__ uint32_t cta_part() {
+  return FLASHMLA_DENSE_DECODE_PROBE_SMID_ROLES == 1 ? sm_id() / gridDim.x
+                                                     : sm_id() % gridDim.z;
+}
+#else
+__device__ __forceinline__ uint32_t cta_qtile() { return blockIdx.x; }
+__device__ __forceinline__ uint32_t cta_part() { return blockIdx.z; }
+#endif
+
 // The pair kernel's cross-warpgroup waits (diagnostic builds can drop them to time the two
 // warpgroups' streams uncoupled; results are then garbage).
 __device__ __forceinline__ void pair_sync(int bar) {
@@ -160,7 +183,7 @@ __device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched
   sp.min_limit = sp.len;
   if (p.causal) {
     const int cluster_row_end =
-        min(p.rows, static_cast<int>(blockIdx.x / kCsize * kCsize + kCsize) * kRowsPerTile);
+        min(p.rows, static_cast<int>(cta_qtile() / kCsize * kCsize + kCsize) * kRowsPerTile);
     sp.min_limit = sp.len - p.s_q + row_base / p.group + 1;
     sp.min_limit = sp.min_limit < 0 ? 0 : sp.min_limit;
     max_limit = sp.len - p.s_q + (cluster_row_end - 1) / p.group + 1;
@@ -326,8 +349,13 @@ __device__ __forceinline__ void exp_to_fragments(float (&s)[32], float scale, co
   for (int j = 0; j < 8; ++j)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_EXP)  // diagnostic build: no MUFU work
+      const float p0 = fmaf(s[4 * j + 2 * h], scale, -mu[h]);
+      const float p1 = fmaf(s[4 * j + 2 * h + 1], scale, -mu[h]);
+#else
       const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], scale, -mu[h]));
       const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale, -mu[h]));
+#endif
       s[4 * j + 2 * h] = p0;
       s[4 * j + 2 * h + 1] = p1;
       sum[h] += p0 + p1;

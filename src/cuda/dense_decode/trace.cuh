@@ -18,6 +18,14 @@
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE=1   P never stored to shared memory
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_HANDOFF=1  no cross-warpgroup named barriers (pair kernel
 //                                               only: the seesaw kernel would deadlock)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_EXP=1      the softmax without its exp2 (no MUFU work)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_PFENCE=1   no proxy fence after the P stores
+//   -DFLASHMLA_DENSE_DECODE_PROBE_SMID_ROLES=1|2  a CTA's (q tile, part) from its SM id, a part's
+//                                               q tiles on consecutive / strided SM ids (only
+//                                               for grids of one CTA per SM, one kv head)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE=1  the combine kernel is never launched
+//   -DFLASHMLA_SCHED_PROBE_NEVER_WHOLE=1        the schedule always splits to balance (the GPU
+//                                               plan kernel; no whole-request schedules)
 #pragma once
 
 #include <cstdio>
