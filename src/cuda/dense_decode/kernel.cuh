@@ -276,6 +276,62 @@ __device__ __forceinline__ void write_output(const MainParams& p, const float (&
   }
 }
 
+// S_w = Q K[32 wg, 32 wg + 32)^T over d_qk for one KV stage of the lockstep and seesaw kernels
+// (wgmma m64n32k16, one commit group, waited for). The caller waits for the stage's data before:
+// a spin loop between the wgmmas of one group makes ptxas serialize them (perf-journal.md, v3).
+template <typename T, int kQAtoms>
+__device__ __forceinline__ void qk_half(float (&s)[16], uint64_t desc_q, uint64_t desc_k) {
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int a = 0; a < kQAtoms; ++a) {
+#pragma unroll
+    for (int kk = 0; kk < kAtomDims / 16; ++kk)
+      sm90::wgmma_m64n32k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
+                                  sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32),
+                                  (a | kk) != 0);
+  }
+  sm90::wgmma_commit();
+  sm90::wgmma_wait<0>();
+  sm90::fence_regs(s);
+}
+
+// S_w into the log2 domain with keys at or past each row's limit masked (-inf; tiles below every
+// row's limit skip the mask), and this warpgroup's quad-reduced row maxima. `col0` is the key
+// index of this thread's first column.
+__device__ __forceinline__ void scale_mask_rowmax_half(float (&s)[16], float scale, bool need_mask,
+                                                       const int64_t (&limit)[2], int64_t col0,
+                                                       float (&mx)[2]) {
+  mx[0] = mx[1] = -INFINITY;
+  if (!need_mask) {
+#pragma unroll
+    for (int e = 0; e < 16; ++e) {
+      s[e] *= scale;
+      mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
+    }
+  } else {
+    int rel[2];  // limits relative to this thread's first column, in [-1, 64]
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t d = limit[h] - col0;
+      rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int h = e / 2;
+        float& x = s[4 * j + e];
+        x = 8 * j + (e & 1) < rel[h] ? x * scale : -INFINITY;
+        mx[h] = fmaxf(mx[h], x);
+      }
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+  }
+}
+
 template <typename T, int kDqk>
 __global__ void __launch_bounds__(kThreads, 1)
     main_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
@@ -427,60 +483,20 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
       }
 
-      // S_w = Q K[32 wg, 32 wg + 32)^T over d_qk.
+      // S_w = Q K[32 wg, 32 wg + 32)^T over d_qk, scaled, masked, row maxima.
       float s[16];
       {
         const uint64_t desc_k = sm90::make_smem_desc(
             stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024);
-        // NOTE: the wait comes before the first wgmma: a spin loop between the wgmmas of one
-        // group makes ptxas serialize them (docs/perf-journal.md, v3).
         if (use_tma) sm90::mbarrier_wait(full_bar + 8 * stage, (full_phase >> stage) & 1);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int a = 0; a < kQAtoms; ++a) {
-#pragma unroll
-          for (int kk = 0; kk < kAtomDims / 16; ++kk)
-            sm90::wgmma_m64n32k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
-                                        sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32),
-                                        (a | kk) != 0);
-        }
-        sm90::wgmma_commit();
-        sm90::wgmma_wait<0>();
-        sm90::fence_regs(s);
+        qk_half<T, kQAtoms>(s, desc_q, desc_k);
         full_phase ^= 1u << stage;
       }
-
-      // Scale into the log2 domain and mask keys past each row's limit.
-      float mx[2] = {-INFINITY, -INFINITY};
-      if (tile_tok0 + kTokensPerTile <= min_limit) {
-#pragma unroll
-        for (int e = 0; e < 16; ++e) {
-          s[e] *= p.scale_log2;
-          mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
-        }
-      } else {
-        // Limits relative to this thread's first column, in [-1, 64].
-        const int64_t col0 = tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col;
-        int rel[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t d = limit[h] - col0;
-          rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e / 2;
-            float& x = s[4 * j + e];
-            x = 8 * j + (e & 1) < rel[h] ? x * p.scale_log2 : -INFINITY;
-            mx[h] = fmaxf(mx[h], x);
-          }
-      }
+      float mx[2];
+      scale_mask_rowmax_half(s, p.scale_log2, tile_tok0 + kTokensPerTile > min_limit, limit,
+                             tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col, mx);
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
         if (quad_col == 0) row_max_smem[wg * kRowsPerTile + my_row[h]] = mx[h];
       }
       sm90::named_barrier_sync(kBarRowMax, kThreads);

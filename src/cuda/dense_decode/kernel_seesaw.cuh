@@ -185,60 +185,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         __syncthreads();
       }
 
-      // S_w = Q K[32 wg, 32 wg + 32)^T.
+      // S_w = Q K[32 wg, 32 wg + 32)^T; scaled, masked, row max of this warpgroup's 32 keys.
       float s[16];
       {
         const uint64_t desc_k =
             sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024);
-        // NOTE: the wait comes before the first wgmma: a spin loop between the wgmmas of one
-        // group makes ptxas serialize them (docs/perf-journal.md, v3).
         sm90::mbarrier_wait(stage_full, parity);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int a = 0; a < kQAtoms; ++a) {
-#pragma unroll
-          for (int kk = 0; kk < kAtomDims / 16; ++kk)
-            sm90::wgmma_m64n32k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
-                                        sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32),
-                                        (a | kk) != 0);
-        }
-        sm90::wgmma_commit();
-        sm90::wgmma_wait<0>();
-        sm90::fence_regs(s);
+        qk_half<T, kQAtoms>(s, desc_q, desc_k);
         full_phase ^= 1u << stage;
       }
-
-      // Scale into the log2 domain, mask, row max of this warpgroup's 32 keys.
-      float mx[2] = {-INFINITY, -INFINITY};
-      if (tile_tok0 + kTokensPerTile <= min_limit) {
-#pragma unroll
-        for (int e = 0; e < 16; ++e) {
-          s[e] *= p.scale_log2;
-          mx[(e / 2) & 1] = fmaxf(mx[(e / 2) & 1], s[e]);
-        }
-      } else {
-        const int64_t col0 = tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col;
-        int rel[2];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t d = limit[h] - col0;
-          rel[h] = d < 0 ? -1 : (d > kTokensPerTile ? kTokensPerTile : static_cast<int>(d));
-        }
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int h = e / 2;
-            float& x = s[4 * j + e];
-            x = 8 * j + (e & 1) < rel[h] ? x * p.scale_log2 : -INFINITY;
-            mx[h] = fmaxf(mx[h], x);
-          }
-      }
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-      }
+      float mx[2];
+      scale_mask_rowmax_half(s, p.scale_log2, tile_tok0 + kTokensPerTile > min_limit, limit,
+                             tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col, mx);
 
       // P = exp2(S - max) of this warpgroup's keys into the P tile (and the row sums).
       auto exp_and_store = [&](const float (&mu)[2], float (&rowsum)[2]) {
