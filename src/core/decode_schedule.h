@@ -34,6 +34,11 @@ namespace flashmla::sched {
 inline constexpr int32_t kMagic = 0x4D4C4131;  // "MLA1"
 inline constexpr int kTileTokens = 64;
 inline constexpr int kFixedCostTiles = 5;
+// No chunk of a split request is cut shorter than this (the last chunk of a request may be):
+// every chunk pays a Q load, a float32 partial and a combine input, and one-tile chunks cost
+// more than the parallelism they buy (perf-journal.md, session 8, H200: L1 -13 %, L2 -2 %,
+// L3 -14 %, L4 / L6 unchanged).
+inline constexpr int kMinChunkTiles = 2;
 inline constexpr int kWholeSlackDiv = 25;  // whole-request parts may be 4 % above balanced
 inline constexpr int kHeaderElems = 8;
 inline constexpr int kChunkElems = 4;
@@ -142,7 +147,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
       const bool last_part = part == num_parts - 1;
       int64_t room = last_part ? (int64_t{1} << 40) : per_part - filled;
       if (first) room -= kFixedCostTiles;
-      int64_t take = room < 1 ? 1 : room;
+      int64_t take = room < kMinChunkTiles ? kMinChunkTiles : room;
       if (take > n - t) take = n - t;
       chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), t, static_cast<int32_t>(t + take), -1};
       filled += take + (first ? kFixedCostTiles : 0);
