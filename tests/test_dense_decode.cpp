@@ -154,6 +154,34 @@ TEST(DenseDecodeSchedule, CoversEveryTileExactlyOnce) {
   }
 }
 
+// A cut never leaves a chunk shorter than kMinChunkTiles before a request's last chunk (one-tile
+// chunks cost more in Q loads, partials and combine than they gain).
+TEST(DenseDecodeSchedule, NoShortChunksBeforeTheLast) {
+  Rng rng(fresh_seed());
+  SCOPED_TRACE(seed_note(rng.seed()));
+  for (int num_parts : {2, 7, 66, 132}) {
+    for (int64_t b : {1, 3, 8, 32, 200}) {
+      std::vector<int32_t> seqlens(b);
+      for (auto& l : seqlens) l = static_cast<int32_t>(rng.uniform_int(0, 9000));
+      DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
+      plan.num_parts = num_parts;
+      plan.sched_meta_elems = sched::meta_elems(b, num_parts);
+      HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
+      meta.poison();
+      const HostTensor lens = int32_tensor(seqlens);
+      ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+      ASSERT_TRUE(check_schedule(seqlens, num_parts, meta));
+      const sched::View v{meta.ptr<int32_t>(), b, num_parts};
+      for (int c = 0; c < v.num_chunks(); ++c) {
+        const sched::Chunk& ch = v.chunks()[c];
+        if (ch.tile_end < sched::tiles_of(seqlens[ch.req]))
+          EXPECT_GE(ch.tile_end - ch.tile_begin, sched::kMinChunkTiles)
+              << "b=" << b << " P=" << num_parts << " chunk " << c << " of request " << ch.req;
+      }
+    }
+  }
+}
+
 // Whole requests when packing them costs at most ~4 % of balance (no partials, nothing to
 // combine), splits when whole requests would leave parts idle or unbalanced.
 TEST(DenseDecodeSchedule, SplitsOnlyWhenItPays) {
