@@ -24,7 +24,8 @@ TENSOR_ROOF_TFLOPS = 740.0  # anchors.md: bf16 matmul 742-780 on our H100
 def main(csv_path: str, png_path: str) -> None:
     rows = list(csv.reader(open(csv_path)))
     copy_gbps = next((float(r[4]) for r in rows if r[0] == "gpu d2d copy"), 3000.0)
-    dense = [r for r in rows if r[0].startswith("gpu dense_decode")]
+    # rows with a FlashMLA figure (the B cases have none: ratio columns 0)
+    dense = [r for r in rows if r[0].startswith("gpu dense_decode") and float(r[5]) > 0]
     names = [r[0].split()[-1] for r in dense]
     ratio = [float(r[5]) for r in dense]
     krn = [float(r[9]) if len(r) > 9 else 0.0 for r in dense]

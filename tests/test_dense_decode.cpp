@@ -182,6 +182,51 @@ TEST(DenseDecodeSchedule, NoShortChunksBeforeTheLast) {
   }
 }
 
+// No part carries much more than the balanced share: its cost (tiles + kFixedCostTiles for each
+// request it starts) stays within twice the balanced share plus one fixed cost and one minimum
+// chunk. (The builder once piled the room that early-closed parts left unused onto the last
+// part: 94 chunks there for 225 requests of 100 tokens on 132 parts, 47x the balanced share.)
+TEST(DenseDecodeSchedule, NoPartFarAboveBalanced) {
+  Rng rng(fresh_seed());
+  SCOPED_TRACE(seed_note(rng.seed()));
+  auto check = [](const std::vector<int32_t>& seqlens, int num_parts) {
+    const int64_t b = static_cast<int64_t>(seqlens.size());
+    DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
+    plan.num_parts = num_parts;
+    plan.sched_meta_elems = sched::meta_elems(b, num_parts);
+    HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
+    meta.poison();
+    const HostTensor lens = int32_tensor(seqlens);
+    ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+    ASSERT_TRUE(check_schedule(seqlens, num_parts, meta));
+    const sched::View v{meta.ptr<int32_t>(), b, num_parts};
+    int64_t total = 0;
+    for (int32_t l : seqlens) total += sched::tiles_of(l) + sched::kFixedCostTiles;
+    const int64_t balanced = (total + num_parts - 1) / num_parts;
+    for (int p = 0; p < num_parts; ++p) {
+      int64_t cost = 0;
+      for (int c = v.part_begin()[p]; c < v.part_begin()[p + 1]; ++c) {
+        const sched::Chunk& ch = v.chunks()[c];
+        cost += ch.tile_end - ch.tile_begin + (ch.tile_begin == 0 ? sched::kFixedCostTiles : 0);
+      }
+      EXPECT_LE(cost, 2 * balanced + sched::kFixedCostTiles + sched::kMinChunkTiles)
+          << "b=" << b << " P=" << num_parts << " part " << p << " balanced " << balanced;
+    }
+  };
+  check(std::vector<int32_t>(225, 100), 132);
+  check(std::vector<int32_t>(200, 1000), 66);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int64_t b = rng.uniform_int(1, 300);
+    const int num_parts = static_cast<int>(rng.uniform_int(1, 140));
+    const int32_t max_len = static_cast<int32_t>(rng.uniform_int(1, 20000));
+    const bool fixed = rng.uniform() < 0.5;
+    const int32_t len = static_cast<int32_t>(rng.uniform_int(0, max_len));
+    std::vector<int32_t> seqlens(b);
+    for (auto& l : seqlens) l = fixed ? len : static_cast<int32_t>(rng.uniform_int(0, max_len));
+    check(seqlens, num_parts);
+  }
+}
+
 // Whole requests when packing them costs at most ~4 % of balance (no partials, nothing to
 // combine), splits when whole requests would leave parts idle or unbalanced.
 TEST(DenseDecodeSchedule, SplitsOnlyWhenItPays) {

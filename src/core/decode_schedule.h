@@ -5,7 +5,8 @@
 //
 // Work is measured in key tiles of kTileTokens tokens; a request of n tiles costs
 // n + kFixedCostTiles (the fixed part models per-request setup: loading Q, writing O, combine).
-// The total cost is cut into num_parts nearly equal, contiguous ranges over the request order.
+// The total cost is cut into num_parts nearly equal, contiguous ranges over the request order
+// (each part's share recomputed from the work left when the part before it closes).
 // A request cut by part boundaries becomes several "chunks", each written to its own partial
 // slot, merged by the combine step; a request with one chunk is written straight to the output.
 // Splitting buys balance but costs float32 partials and the combine, so when whole requests,
@@ -83,7 +84,13 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
     total += tiles_of(len) + kFixedCostTiles;
   }
-  const int64_t per_part = (total + num_parts - 1) / num_parts;
+  // A part's share is recomputed from the work left whenever a part closes: room a part leaves
+  // unused (a request's fixed cost kept off its very end) spreads over the parts still open
+  // instead of piling onto the last one (b = 225 requests of 100 tokens on 132 parts had put 94
+  // chunks on the last part; perf-journal.md, session 8).
+  const int64_t balanced = (total + num_parts - 1) / num_parts;
+  int64_t per_part = balanced;
+  int64_t placed = 0;  // cost placed so far
 
   int32_t* part_begin = v.part_begin();
   Chunk* chunks = v.chunks();
@@ -99,10 +106,15 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     ++part;
     filled = 0;
     part_begin[part] = n_chunks;
+    if (part < num_parts) {
+      const int64_t left = num_parts - part;
+      per_part = (total - placed + left - 1) / left;
+      if (per_part < 1) per_part = 1;
+    }
   };
 
   // Whole requests, if they fit in num_parts parts of capacity `cap` packed in order.
-  const int64_t cap = per_part + per_part / kWholeSlackDiv;
+  const int64_t cap = balanced + balanced / kWholeSlackDiv;
   bool whole = true;
   {
     int used = 1;
@@ -151,6 +163,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
       if (take > n - t) take = n - t;
       chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), t, static_cast<int32_t>(t + take), -1};
       filled += take + (first ? kFixedCostTiles : 0);
+      placed += take + (first ? kFixedCostTiles : 0);
       t += static_cast<int32_t>(take);
       first = false;
       if (!last_part && filled >= per_part && (t < n || r + 1 < b)) close_part();
