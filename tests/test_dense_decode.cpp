@@ -125,6 +125,20 @@ std::vector<int32_t> schedule_contents(const HostTensor& meta, int64_t b, int nu
   return s;
 }
 
+// The CPU plan's schedule of `seqlens` over `num_parts` parts (metadata poisoned first; the
+// schedule does not depend on the head counts).
+HostTensor plan_schedule(const std::vector<int32_t>& seqlens, int num_parts) {
+  const int64_t b = static_cast<int64_t>(seqlens.size());
+  DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
+  plan.num_parts = num_parts;
+  plan.sched_meta_elems = sched::meta_elems(b, num_parts);
+  HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
+  meta.poison();
+  const HostTensor lens = int32_tensor(seqlens);
+  EXPECT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+  return meta;
+}
+
 TEST(DenseDecodeSchedule, CoversEveryTileExactlyOnce) {
   Rng rng(fresh_seed());
   SCOPED_TRACE(seed_note(rng.seed()));
@@ -139,13 +153,7 @@ TEST(DenseDecodeSchedule, CoversEveryTileExactlyOnce) {
                         : static_cast<int32_t>(rng.uniform_int(1, 20000));
         }
         if (trial == 3) std::fill(seqlens.begin(), seqlens.end(), 0);  // all empty
-        DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
-        plan.num_parts = num_parts;
-        plan.sched_meta_elems = sched::meta_elems(b, num_parts);
-        HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
-        meta.poison();
-        const HostTensor lens = int32_tensor(seqlens);
-        ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+        const HostTensor meta = plan_schedule(seqlens, num_parts);
         std::ostringstream os;
         for (int32_t l : seqlens) os << l << " ";
         EXPECT_TRUE(check_schedule(seqlens, num_parts, meta)) << "seqlens: " << os.str();
@@ -163,13 +171,7 @@ TEST(DenseDecodeSchedule, NoShortChunksBeforeTheLast) {
     for (int64_t b : {1, 3, 8, 32, 200}) {
       std::vector<int32_t> seqlens(b);
       for (auto& l : seqlens) l = static_cast<int32_t>(rng.uniform_int(0, 9000));
-      DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
-      plan.num_parts = num_parts;
-      plan.sched_meta_elems = sched::meta_elems(b, num_parts);
-      HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
-      meta.poison();
-      const HostTensor lens = int32_tensor(seqlens);
-      ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+      const HostTensor meta = plan_schedule(seqlens, num_parts);
       ASSERT_TRUE(check_schedule(seqlens, num_parts, meta));
       const sched::View v{meta.ptr<int32_t>(), b, num_parts};
       for (int c = 0; c < v.num_chunks(); ++c) {
@@ -191,13 +193,7 @@ TEST(DenseDecodeSchedule, NoPartFarAboveBalanced) {
   SCOPED_TRACE(seed_note(rng.seed()));
   auto check = [](const std::vector<int32_t>& seqlens, int num_parts) {
     const int64_t b = static_cast<int64_t>(seqlens.size());
-    DecodePlan plan = dense_decode_plan_info(b, 1, 64, 1, 512, false, kCPU);
-    plan.num_parts = num_parts;
-    plan.sched_meta_elems = sched::meta_elems(b, num_parts);
-    HostTensor meta(DType::kInt32, {plan.sched_meta_elems});
-    meta.poison();
-    const HostTensor lens = int32_tensor(seqlens);
-    ASSERT_NO_THROW(dense_decode_plan({plan, lens.view(), meta.view()}));
+    const HostTensor meta = plan_schedule(seqlens, num_parts);
     ASSERT_TRUE(check_schedule(seqlens, num_parts, meta));
     const sched::View v{meta.ptr<int32_t>(), b, num_parts};
     int64_t total = 0;
