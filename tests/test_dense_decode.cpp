@@ -69,6 +69,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, DenseDecode,
   const sched::Chunk* ch = v.chunks();
   std::set<int32_t> slots_seen;
   int32_t c = 0;
+  int32_t n_split = 0;  // entries of the split list checked so far
   for (int64_t r = 0; r < b; ++r) {
     const int32_t tiles = (std::max(seqlens[r], 0) + tile - 1) / tile;
     const int32_t first = c;
@@ -98,6 +99,12 @@ INSTANTIATE_TEST_SUITE_P(Cases, DenseDecode,
       if (v.first_slot()[r] != ch[first].slot)
         return fail() << "first_slot[" << r << "] = " << v.first_slot()[r] << ", chunk slot "
                       << ch[first].slot;
+      // The combine visits split requests only, through the split list, in request order.
+      const int32_t* e = v.split_list() + 3 * n_split++;
+      if (n_split > v.num_split() || e[0] != r || e[1] != v.first_slot()[r] || e[2] != k)
+        return fail() << "split list entry " << n_split - 1 << " {" << e[0] << ", " << e[1]
+                      << ", " << e[2] << "}, expected {" << r << ", " << v.first_slot()[r]
+                      << ", " << k << "} of " << v.num_split() << " entries";
       for (int32_t j = 0; j < k; ++j) {
         const int32_t s = ch[first + j].slot;
         // The combine reads slots first_slot + 0..k-1.
@@ -107,6 +114,9 @@ INSTANTIATE_TEST_SUITE_P(Cases, DenseDecode,
     }
   }
   if (c != n_chunks) return fail() << "chunk " << c << " belongs to no request in order";
+  if (n_split != v.num_split())
+    return fail() << "split list has " << v.num_split() << " entries, " << n_split
+                  << " requests are split";
   return ::testing::AssertionSuccess();
 }
 
@@ -122,6 +132,7 @@ std::vector<int32_t> schedule_contents(const HostTensor& meta, int64_t b, int nu
   }
   s.insert(s.end(), v.num_splits(), v.num_splits() + b);
   s.insert(s.end(), v.first_slot(), v.first_slot() + b);
+  s.insert(s.end(), v.split_list(), v.split_list() + 3 * v.num_split());
   return s;
 }
 

@@ -16,11 +16,15 @@
 // and lse = +inf).
 //
 // sched_meta layout (int32), P = num_parts, B = b:
-//   [0, 8)                      header: kMagic, B, P, num_chunks, num_slots, kTileTokens, 0, 0
+//   [0, 8)                      header: kMagic, B, P, num_chunks, num_slots, kTileTokens,
+//                               num_split (requests with more than one chunk), 0
 //   [8, 8 + P + 1)              part_begin: part p owns chunks [part_begin[p], part_begin[p+1])
 //   then 4 * (B + P)            chunks: {req, tile_begin, tile_end, slot}, slot -1 = direct
 //   then B                      num_splits[r]: chunks of request r
 //   then B                      first_slot[r]: slot of its first chunk (-1 when num_splits == 1)
+//   then 3 * B                  split list: {req, first_slot, num_splits} of each split request in
+//                               request order, num_split entries (the combine's work list: it
+//                               never visits an unsplit request)
 //
 // Bounds: chunks <= B + P - 1 (each boundary cuts at most one request); slots <= 2 * (P - 1)
 // (a request cut c times has c + 1 chunks and there are P - 1 boundaries).
@@ -49,7 +53,7 @@ struct Chunk {
 };
 
 FLASHMLA_HD int64_t meta_elems(int64_t b, int num_parts) {
-  return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b;
+  return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b + 3 * b;
 }
 FLASHMLA_HD int64_t max_slots(int num_parts) { return 2 * static_cast<int64_t>(num_parts); }
 
@@ -67,8 +71,10 @@ struct View {
     return reinterpret_cast<int32_t*>(chunks() + (b + num_parts));
   }
   FLASHMLA_HD int32_t* first_slot() const { return num_splits() + b; }
+  FLASHMLA_HD int32_t* split_list() const { return first_slot() + b; }  // 3 per split request
   FLASHMLA_HD int32_t num_chunks() const { return base[3]; }
   FLASHMLA_HD int32_t num_slots() const { return base[4]; }
+  FLASHMLA_HD int32_t num_split() const { return base[6]; }
 };
 
 FLASHMLA_HD int32_t tiles_of(int64_t tokens) {
@@ -96,6 +102,8 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   Chunk* chunks = v.chunks();
   int32_t* num_splits = v.num_splits();
   int32_t* first_slot = v.first_slot();
+  int32_t* split_list = v.split_list();
+  int32_t n_split = 0;
 
   int part = 0;
   int64_t filled = 0;
@@ -171,8 +179,13 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     const int32_t k = n_chunks - chunk0;
     num_splits[r] = k;
     first_slot[r] = k > 1 ? n_slots : -1;
-    if (k > 1)
+    if (k > 1) {
+      split_list[3 * n_split + 0] = static_cast<int32_t>(r);
+      split_list[3 * n_split + 1] = n_slots;
+      split_list[3 * n_split + 2] = k;
+      ++n_split;
       for (int32_t c = 0; c < k; ++c) chunks[chunk0 + c].slot = n_slots++;
+    }
   }
   // Parts left without work own an empty chunk range.
   while (part < num_parts) close_part();
@@ -184,7 +197,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   h[3] = n_chunks;
   h[4] = n_slots;
   h[5] = kTileTokens;
-  h[6] = 0;
+  h[6] = n_split;
   h[7] = 0;
 }
 
