@@ -170,17 +170,19 @@ void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE)  // diagnostic build: partials never merged
   return;
 #endif
-  // Rows cut in quarters when one pass of the grid's warps covers them that way even if every
-  // request were split: few rows of many slots (L6: 128 rows of 34 slots) spread over more
+  // Rows cut in quarters when one pass of the grid's warps covers them that way even if the
+  // most requests the schedule can split were split (each of its num_parts - 1 part boundaries
+  // cuts at most one request): few rows of many slots (L6: 128 rows of 34 slots) spread over more
   // warps; many rows (L3, L4: 4,096 and 7,296 rows of 2-3 slots) keep one warp per row, whose
   // chain of dependent loads per item is the cost (session 9: quarters everywhere made L3
   // +14 %, L4 +2 %). (Two kernels: one with both paths needed 120 registers.)
-  const int64_t rows = p.b * p.s_q * p.h_q;
+  const int64_t rows = std::min<int64_t>(p.b, p.num_parts - 1) * p.s_q * p.h_q;
   const int64_t wave = combine_wave_blocks();
   const bool quarters = rows * 4 <= wave * kCombineWarpsPerBlock;
   const int64_t warps = quarters ? rows * 4 : rows;
-  const int64_t blocks =
-      std::min<int64_t>((warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, wave);
+  // (at least one block: with one part nothing is split and the grid just returns)
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min<int64_t>((warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, wave));
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel runs (it
   // triggers at its start) and waits in griddepcontrol.wait, hiding the launch latency.
   cudaLaunchAttribute attr{};
