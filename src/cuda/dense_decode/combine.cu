@@ -1,10 +1,11 @@
 // Combine kernel: merges the float32 partial slots of every request the schedule split into
-// several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row at a time
-// (the warps of one resident wave stride over the rows):
+// several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row, or per
+// quarter of one when rows are few, at a time (the warps of one resident wave stride
+// over them):
 //   lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s
 // Empty partials carry lse_s = -inf and drop out; a row with every partial empty gets out = 0
-// and lse = +inf. Requests with one chunk were written by the main kernel and are skipped (a
-// schedule without slots: the whole grid returns at once).
+// and lse = +inf. Only the schedule's split list is visited: requests with one chunk were
+// written by the main kernel (a schedule without splits: the whole grid returns at once).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -22,7 +23,13 @@
 namespace flashmla::cuda::mla_decode {
 namespace {
 
-constexpr int kColsPerLane = kDimV / 32;  // 16 floats = 4 float4
+// A work item is 1/kParts of a row (kParts = 1 or 4; chosen per launch, below): each lane
+// owns kF4 = 4 / kParts float4s of it per slot and loads slots_per_batch<kF4>() slots at once
+// (8 float4s in flight either way).
+template <int kF4>
+__host__ __device__ constexpr int slots_per_batch() {
+  return 8 / kF4;
+}
 
 template <typename T>
 __device__ __forceinline__ void store4(T* dst, float4 v) {
@@ -37,70 +44,103 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
   }
 }
 
-// One (request, query, head) row of the combine (warp w, all 32 lanes).
-template <typename T>
-__device__ __forceinline__ void combine_row(const MainParams& p, const sched::View& view,
-                                            int64_t rows_per_req, int64_t w, int lane) {
-  const int64_t req = w / rows_per_req;
-  const int64_t rem = w % rows_per_req;  // i * h_q + h: the partial row inside a slot
-  const int splits = view.num_splits()[req];
-  if (splits <= 1) return;
-  const int64_t first = view.first_slot()[req];
+// Part `part` (kF4 x 128 columns) of row `rem` of the split-list entry `entry` {req,
+// first_slot, num_splits} (warp-uniform, all 32 lanes). Latency-bound (a few hundred bytes per
+// slot), so the loads go out in as few dependent rounds as possible: the entry, then every
+// slot's lse together with the first batch of partial float4s (perf-journal.md, session 9).
+template <typename T, int kF4>
+__device__ __forceinline__ void combine_item(const MainParams& p, const int32_t* entry,
+                                             int64_t rows_per_req, int64_t rem, int part,
+                                             int lane) {
+  constexpr int kBatch = slots_per_batch<kF4>();
+  const int64_t req = entry[0];
+  const int64_t first = entry[1];
+  const int splits = entry[2];
   const int i = static_cast<int>(rem / p.h_q);
   const int h = static_cast<int>(rem % p.h_q);
 
-  // Max and sum of exp over the slots' lse, lanes striding over slots.
-  float mx = -INFINITY;
-  for (int s = lane; s < splits; s += 32)
-    mx = fmaxf(mx, p.lse_partial[(first + s) * rows_per_req + rem]);
+  const float* lse_s = p.lse_partial + first * rows_per_req + rem;  // slot s: [s * rows_per_req]
+  const int64_t slot_stride4 = rows_per_req * (kDimV / 4);         // float4s between slots
+  // float4 v of this lane: columns part * 128 kF4 + (v * 32 + lane) * 4 .. + 3
+  const float4* src = reinterpret_cast<const float4*>(p.o_partial +
+                                                      (first * rows_per_req + rem) * kDimV) +
+                      part * 32 * kF4 + lane;
+  // (Read-only loads are safe here although ptxas may hoist them above griddepcontrol.wait:
+  // their addresses come from the entry's plain loads, which stay behind it.)
+  float4 x[kBatch][kF4];
+  auto load_batch = [&](int s0) {
+#pragma unroll
+    for (int s = 0; s < kBatch; ++s)
+#pragma unroll
+      for (int v = 0; v < kF4; ++v)
+        x[s][v] = s0 + s < splits
+                      ? __ldg(src + (s0 + s) * slot_stride4 + v * 32)
+                      : make_float4(0.f, 0.f, 0.f, 0.f);
+  };
+  load_batch(0);
+
+  // Max and sum of exp over the slots' lse: lane l holds slot l's (slots past 32 strided).
+  const float my_lse = lane < splits ? lse_s[lane * rows_per_req] : -INFINITY;
+  float mx = my_lse;
+  for (int s = lane + 32; s < splits; s += 32) mx = fmaxf(mx, lse_s[s * rows_per_req]);
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
-  float acc[kColsPerLane] = {};
+  float4 acc[kF4];
+#pragma unroll
+  for (int v = 0; v < kF4; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
   float lse = INFINITY;
   if (mx > -INFINITY) {
-    float sum = 0.0f;
-    for (int s = lane; s < splits; s += 32)
-      sum += expf(p.lse_partial[(first + s) * rows_per_req + rem] - mx);
+    float sum = lane < splits ? expf(my_lse - mx) : 0.0f;
+    for (int s = lane + 32; s < splits; s += 32) sum += expf(lse_s[s * rows_per_req] - mx);
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
     lse = mx + logf(sum);
-    for (int s = 0; s < splits; ++s) {
-      const int64_t slot_row = (first + s) * rows_per_req + rem;
-      const float wgt = expf(p.lse_partial[slot_row] - lse);
-      const float4* src = reinterpret_cast<const float4*>(p.o_partial + slot_row * kDimV);
+    for (int s0 = 0; s0 < splits; s0 += kBatch) {
+      if (s0 > 0) load_batch(s0);
 #pragma unroll
-      for (int v = 0; v < kColsPerLane / 4; ++v) {
-        const float4 x = src[v * 32 + lane];
-        acc[4 * v + 0] += wgt * x.x;
-        acc[4 * v + 1] += wgt * x.y;
-        acc[4 * v + 2] += wgt * x.z;
-        acc[4 * v + 3] += wgt * x.w;
+      for (int s = 0; s < kBatch; ++s) {
+        if (s0 + s >= splits) break;  // warp-uniform
+        const float ls = s0 + s < 32 ? __shfl_sync(0xffffffff, my_lse, s0 + s)
+                                     : lse_s[(s0 + s) * rows_per_req];
+        const float wgt = expf(ls - lse);
+#pragma unroll
+        for (int v = 0; v < kF4; ++v) {
+          acc[v].x += wgt * x[s][v].x;
+          acc[v].y += wgt * x[s][v].y;
+          acc[v].z += wgt * x[s][v].z;
+          acc[v].w += wgt * x[s][v].w;
+        }
       }
     }
   }
   T* out = static_cast<T*>(p.out) + req * p.out_stride[0] + i * p.out_stride[1] +
-           h * p.out_stride[2];
+           h * p.out_stride[2] + part * 128 * kF4 + lane * 4;
 #pragma unroll
-  for (int v = 0; v < kColsPerLane / 4; ++v)
-    store4<T>(out + (v * 32 + lane) * 4,
-              make_float4(acc[4 * v], acc[4 * v + 1], acc[4 * v + 2], acc[4 * v + 3]));
-  if (lane == 0) p.lse[req * p.lse_stride[0] + h * p.lse_stride[1] + i * p.lse_stride[2]] = lse;
+  for (int v = 0; v < kF4; ++v) store4<T>(out + v * 128, acc[v]);
+  if (part == 0 && lane == 0)
+    p.lse[req * p.lse_stride[0] + h * p.lse_stride[1] + i * p.lse_stride[2]] = lse;
 }
 
-template <typename T>
+// kParts items per row of the split list: consecutive warps on the parts of one row, then the
+// next row (the warps of the grid stride over them).
+template <typename T, int kParts>
 __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
     combine_kernel(const __grid_constant__ MainParams p) {
   // Launched early by programmatic dependent launch: wait until the main kernel has finished
   // and its partials are visible.
   sm90::grid_dependency_wait();
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
-  if (view.num_slots() == 0) return;  // a whole-request schedule: nothing to merge
+  const int64_t n_split = view.num_split();  // 0: a whole-request schedule, nothing to merge
   const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t{gridDim.x} * kCombineWarpsPerBlock;
+  const int64_t items_per_req = rows_per_req * kParts;
   for (int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
-       w < p.b * rows_per_req; w += warps)
-    combine_row<T>(p, view, rows_per_req, w, lane);
+       w < n_split * items_per_req; w += warps) {
+    const int64_t in_req = w % items_per_req;
+    combine_item<T, 4 / kParts>(p, view.split_list() + 3 * (w / items_per_req), rows_per_req,
+                                in_req / kParts, static_cast<int>(in_req % kParts), lane);
+  }
 }
 
 // Blocks of one resident wave of the combine kernel on the current device (cached per device).
@@ -116,9 +156,9 @@ int combine_wave_blocks() {
     return cache[dev].load(std::memory_order_relaxed);
   int sms = 0, per_sm = 0;
   FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  // (the fp16 instantiation has the same shape: 61 registers each, ptxas)
+  // (every instantiation has the same shape: 80 registers each, ptxas)
   FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &per_sm, combine_kernel<__nv_bfloat16>, kCombineWarpsPerBlock * 32, 0));
+      &per_sm, combine_kernel<__nv_bfloat16, 1>, kCombineWarpsPerBlock * 32, 0));
   const int blocks = sms * (per_sm > 0 ? per_sm : 1);
   if (dev < kMaxDevices) cache[dev].store(blocks, std::memory_order_relaxed);
   return blocks;
@@ -130,9 +170,19 @@ void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE)  // diagnostic build: partials never merged
   return;
 #endif
-  const int64_t warps = p.b * p.s_q * p.h_q;
-  const int64_t blocks = std::min<int64_t>(
-      (warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, combine_wave_blocks());
+  // Rows cut in quarters when one pass of the grid's warps covers them that way even if the
+  // most requests the schedule can split were split (each of its num_parts - 1 part boundaries
+  // cuts at most one request): few rows of many slots (L6: 128 rows of 34 slots) spread over more
+  // warps; many rows (L3, L4: 4,096 and 7,296 rows of 2-3 slots) keep one warp per row, whose
+  // chain of dependent loads per item is the cost (session 9: quarters everywhere made L3
+  // +14 %, L4 +2 %). (Two kernels: one with both paths needed 120 registers.)
+  const int64_t rows = std::min<int64_t>(p.b, p.num_parts - 1) * p.s_q * p.h_q;
+  const int64_t wave = combine_wave_blocks();
+  const bool quarters = rows * 4 <= wave * kCombineWarpsPerBlock;
+  const int64_t warps = quarters ? rows * 4 : rows;
+  // (at least one block: with one part nothing is split and the grid just returns)
+  const int64_t blocks = std::max<int64_t>(
+      1, std::min<int64_t>((warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, wave));
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel runs (it
   // triggers at its start) and waits in griddepcontrol.wait, hiding the launch latency.
   cudaLaunchAttribute attr{};
@@ -146,9 +196,12 @@ void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
   config.attrs = &attr;
   config.numAttrs = 1;
   if (is_fp16)
-    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_kernel<__half>, p));
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(
+        &config, quarters ? combine_kernel<__half, 4> : combine_kernel<__half, 1>, p));
   else
-    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_kernel<__nv_bfloat16>, p));
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(
+        &config, quarters ? combine_kernel<__nv_bfloat16, 4> : combine_kernel<__nv_bfloat16, 1>,
+        p));
   FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode combine_kernel");
 }
 
