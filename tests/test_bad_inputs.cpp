@@ -214,6 +214,10 @@ TEST_F(DenseDecodeBadInput, PlanScheduleAndScale) {
   DENSE_BAD(p.plan.device = cuda_device(0), "plan", kValue);
   DENSE_BAD(p.sched_meta = with_dim(p.sched_meta, 0, plan.sched_meta_elems - 1), "sched_meta",
             kValue);
+  // num_parts raised by hand, sizes kept: the schedule and the partial slots outgrow the buffers
+  DENSE_BAD(p.plan.num_parts += 8, "sched_meta", kValue);
+  HostTensor big_sched(DType::kInt32, {sched::meta_elems(plan.b, plan.num_parts + 8)});
+  DENSE_BAD((p.plan.num_parts += 8, p.sched_meta = big_sched.view()), "workspace", kValue);
   if (plan.workspace_bytes > 0)
     DENSE_BAD(p.workspace = with_dim(p.workspace, 0, plan.workspace_bytes - 1), "workspace",
               kValue);
@@ -295,6 +299,8 @@ TEST_F(DenseDecodeBadInput, PlanStep) {
   bad([](DensePlanParams& pp) { pp.sched_meta.shape[0] -= 1; }, "sched_meta", kValue);
   bad([](DensePlanParams& pp) { pp.cache_seqlens.shape[0] = 1; }, "cache_seqlens", kValue);
   bad([](DensePlanParams& pp) { pp.plan.num_parts = 0; }, "plan", kValue);
+  // A plan edited by hand: more parts need a larger schedule than sched_meta_elems says.
+  bad([](DensePlanParams& pp) { pp.plan.num_parts += 8; }, "sched_meta", kValue);
   bad([](DensePlanParams& pp) { pp.plan.device = cuda_device(0); }, "plan", kValue);
   const HostTensor lens = int32_tensor({-3, 5});
   bad([&](DensePlanParams& pp) { pp.cache_seqlens = lens.view(); }, "cache_seqlens", kValue);

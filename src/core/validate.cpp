@@ -1,6 +1,7 @@
 // Boundary validation of every operation's params struct (see validate.h for the order).
 #include "core/validate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -165,6 +166,23 @@ int64_t block_stride_bytes(const TensorView& t, int64_t min_block) {
 
 // ---- dense decode -----------------------------------------------------------------------------
 
+// The sched_meta elements the plan's own fields need (the schedule's size grows with b and
+// num_parts): a plan edited by hand, say num_parts raised with sched_meta_elems kept, must not
+// send the plan or the run step past the buffer.
+void check_meta_size(const Checker& c, const DecodePlan& plan, const TensorView& sched_meta) {
+  if (plan.b < 1 || plan.num_parts < 1)
+    c.fail("plan", ErrorKind::kValue,
+           "expected a plan from dense_decode_plan_info(), got b=" + std::to_string(plan.b) +
+               ", num_parts=" + std::to_string(plan.num_parts));
+  const int64_t need =
+      std::max(plan.sched_meta_elems, sched::meta_elems(plan.b, plan.num_parts));
+  if (sched_meta.shape[0] < need)
+    c.fail("sched_meta", ErrorKind::kValue,
+           "expected at least " + std::to_string(need) +
+               " elements (plan.sched_meta_elems for the plan's b and num_parts), got " +
+               std::to_string(sched_meta.shape[0]));
+}
+
 void validate_dense_plan(const DensePlanParams& p) {
   const Checker c("dense_decode_plan");
   c.present(p.cache_seqlens, "cache_seqlens");
@@ -187,10 +205,7 @@ void validate_dense_plan(const DensePlanParams& p) {
     c.fail("cache_seqlens", ErrorKind::kValue,
            "expected shape [b] = [" + std::to_string(p.plan.b) + "] (the plan's b), got " +
                p.cache_seqlens.shape_str());
-  if (p.sched_meta.shape[0] < p.plan.sched_meta_elems)
-    c.fail("sched_meta", ErrorKind::kValue,
-           "expected at least plan.sched_meta_elems = " + std::to_string(p.plan.sched_meta_elems) +
-               " elements, got " + std::to_string(p.sched_meta.shape[0]));
+  check_meta_size(c, p.plan, p.sched_meta);
   check_lengths(c, p.cache_seqlens, "cache_seqlens", INT32_MAX, "INT32_MAX");
 }
 
@@ -283,14 +298,16 @@ DenseDecodeProblem validate_dense_decode(const DenseDecodeParams& p) {
                ", h_q=" + std::to_string(pb.h_q) + ", h_kv=" + std::to_string(pb.h_kv) +
                ", head_dim_v=" + std::to_string(pb.d_v) + ", causal=" +
                std::to_string(p.causal) + ", " + device_name(dev) + ")");
-  if (p.sched_meta.shape[0] < plan.sched_meta_elems)
-    c.fail("sched_meta", ErrorKind::kValue,
-           "expected at least plan.sched_meta_elems = " + std::to_string(plan.sched_meta_elems) +
-               " elements, got " + std::to_string(p.sched_meta.shape[0]));
-  if (p.workspace.shape[0] < plan.workspace_bytes)
+  check_meta_size(c, plan, p.sched_meta);
+  // (the partial slots' size from the plan's own fields, as for sched_meta)
+  const int64_t ws_need =
+      std::max(plan.workspace_bytes, sched::max_slots(plan.num_parts) * plan.s_q * plan.h_q *
+                                         (plan.head_dim_v + 1) * int64_t{sizeof(float)});
+  if (p.workspace.shape[0] < ws_need)
     c.fail("workspace", ErrorKind::kValue,
-           "expected at least plan.workspace_bytes = " + std::to_string(plan.workspace_bytes) +
-               " bytes, got " + std::to_string(p.workspace.shape[0]));
+           "expected at least " + std::to_string(ws_need) +
+               " bytes (plan.workspace_bytes for the plan's num_parts and heads), got " +
+               std::to_string(p.workspace.shape[0]));
   if (reinterpret_cast<uintptr_t>(p.workspace.data) % 16 != 0)
     c.fail("workspace", ErrorKind::kValue, "expected a 16-byte aligned data pointer");
   pb.scale = c.scale(p.softmax_scale, "softmax_scale", pb.d_qk);
