@@ -76,6 +76,22 @@ __device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
   return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
 }
 
+// Keys row my_row[h] of the CTA's q tile may see: [0, limit[h]) (causal: query i sees keys
+// j <= len - s_q + i). Padding rows past valid_rows see nothing.
+template <typename I>
+__device__ __forceinline__ void row_limits(const MainParams& p, I len, const int (&my_row)[2],
+                                           int valid_rows, int row_base, I (&limit)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    limit[h] = 0;
+    if (my_row[h] < valid_rows) {
+      const int i = (row_base + my_row[h]) / p.group;
+      limit[h] = p.causal ? len - p.s_q + i + 1 : len;
+      limit[h] = limit[h] < 0 ? 0 : limit[h];
+    }
+  }
+}
+
 // Issues the 16-byte copies of one 64-token KV tile of request `req`, kv head `kvh`, tokens
 // [tok0, tok0 + 64) into a swizzled stage; tokens >= len are zero-filled (nothing is read).
 template <int kDqk>
@@ -401,17 +417,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
     const int32_t* table = p.block_table + req * p.bt_stride[0];
 
-    // Keys row k may see: [0, limit). Padding rows see nothing.
     int64_t limit[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      limit[h] = 0;
-      if (my_row[h] < valid_rows) {
-        const int i = (row_base + my_row[h]) / p.group;
-        limit[h] = p.causal ? len - p.s_q + i + 1 : len;
-        limit[h] = limit[h] < 0 ? 0 : limit[h];
-      }
-    }
+    row_limits(p, len, my_row, valid_rows, row_base, limit);
     // Tiles entirely below every valid row's limit need no mask (padding rows are never
     // written, so their scores need none either).
     int64_t min_limit = len;

@@ -182,17 +182,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     const int req = sp.req;
     const int len = sp.len;
 
-    // Keys row r may see: [0, limit). Padding rows see nothing.
     int limit[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      limit[h] = 0;
-      if (my_row[h] < valid_rows) {
-        const int i = (row_base + my_row[h]) / p.group;
-        limit[h] = p.causal ? len - p.s_q + i + 1 : len;
-        limit[h] = limit[h] < 0 ? 0 : limit[h];
-      }
-    }
+    row_limits(p, len, my_row, valid_rows, row_base, limit);
     const int min_limit = sp.min_limit;
     const int tok_begin = sp.tok_begin;
     const int n_blocks = sp.n_blocks;

@@ -123,15 +123,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int32_t* table = p.block_table + req * p.bt_stride[0];
 
     int64_t limit[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      limit[h] = 0;
-      if (my_row[h] < valid_rows) {
-        const int i = (row_base + my_row[h]) / p.group;
-        limit[h] = p.causal ? len - p.s_q + i + 1 : len;
-        limit[h] = limit[h] < 0 ? 0 : limit[h];
-      }
-    }
+    row_limits(p, len, my_row, valid_rows, row_base, limit);
     int64_t min_limit = len, max_limit = len;
     if (p.causal) {
       min_limit = len - p.s_q + row_base / p.group + 1;
