@@ -56,6 +56,10 @@ FLASHMLA_HD int64_t meta_elems(int64_t b, int num_parts) {
   return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b + 3 * b;
 }
 FLASHMLA_HD int64_t max_slots(int num_parts) { return 2 * static_cast<int64_t>(num_parts); }
+// Bytes of the run step's workspace: every slot's float32 partial O rows and lse.
+FLASHMLA_HD int64_t workspace_bytes(int num_parts, int s_q, int h_q, int d_v) {
+  return max_slots(num_parts) * s_q * h_q * (d_v + 1) * static_cast<int64_t>(sizeof(float));
+}
 
 // Typed views into a sched_meta buffer.
 struct View {

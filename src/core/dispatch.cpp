@@ -75,8 +75,7 @@ DecodePlan dense_decode_plan_info(int64_t b, int s_q, int h_q, int h_kv, int hea
 #endif
   }
   plan.sched_meta_elems = sched::meta_elems(b, plan.num_parts);
-  plan.workspace_bytes = sched::max_slots(plan.num_parts) * static_cast<int64_t>(s_q) * h_q *
-                         (head_dim_v + 1) * static_cast<int64_t>(sizeof(float));
+  plan.workspace_bytes = sched::workspace_bytes(plan.num_parts, s_q, h_q, head_dim_v);
   return plan;
 }
 

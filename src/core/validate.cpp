@@ -300,9 +300,9 @@ DenseDecodeProblem validate_dense_decode(const DenseDecodeParams& p) {
                std::to_string(p.causal) + ", " + device_name(dev) + ")");
   check_meta_size(c, plan, p.sched_meta);
   // (the partial slots' size from the plan's own fields, as for sched_meta)
-  const int64_t ws_need =
-      std::max(plan.workspace_bytes, sched::max_slots(plan.num_parts) * plan.s_q * plan.h_q *
-                                         (plan.head_dim_v + 1) * int64_t{sizeof(float)});
+  const int64_t ws_need = std::max(
+      plan.workspace_bytes,
+      sched::workspace_bytes(plan.num_parts, plan.s_q, plan.h_q, plan.head_dim_v));
   if (p.workspace.shape[0] < ws_need)
     c.fail("workspace", ErrorKind::kValue,
            "expected at least " + std::to_string(ws_need) +
