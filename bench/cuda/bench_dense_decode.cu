@@ -158,10 +158,26 @@ std::vector<int32_t> case_lengths(const Case& c) {
   return lens;
 }
 
+// FLASHMLA_BENCH_CASES_FILE=F appends "name b s_q h_q causal len_0 .. len_{b-1}" for each case
+// run, so that another implementation can be timed on the very same shapes and lengths
+// (bench/flashmla_ref/time_flashmla.py).
+void write_case(const Case& c, const std::vector<int32_t>& lens) {
+  const char* path = std::getenv("FLASHMLA_BENCH_CASES_FILE");
+  if (!path) return;
+  FILE* f = std::fopen(path, "a");
+  if (!f) return;
+  std::fprintf(f, "%s %lld %d %d %d", c.name, static_cast<long long>(c.b), c.s_q, c.h_q,
+               c.causal ? 1 : 0);
+  for (const int32_t len : lens) std::fprintf(f, " %d", len);
+  std::fprintf(f, "\n");
+  std::fclose(f);
+}
+
 Result run_case(const Case& c, int runs, KernelTimer& timer, void* kflush, int64_t kflush_bytes) {
   const int d_qk = 576, d_v = 512, page = 64;
   const Device gpu = cuda_device(0);
   const std::vector<int32_t> host_lens = case_lengths(c);
+  write_case(c, host_lens);
   const int64_t max_len = *std::max_element(host_lens.begin(), host_lens.end());
   const int64_t blocks_per_seq = (max_len + page - 1) / page;
   const int64_t num_blocks = c.b * blocks_per_seq;

@@ -5,6 +5,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <array>
+#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -94,10 +96,31 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   return r == CUDA_SUCCESS;
 }
 
+// Peak DRAM bandwidth of the current device, GB/s (memory clock x bus width x 2), cached per
+// device: the kernel for few rows depends on it (choose_kernel).
+int peak_dram_gbps() {
+  constexpr int kMaxDevices = 64;
+  static std::array<std::atomic<int>, kMaxDevices> cache{};
+  int dev = 0;
+  FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
+  if (dev < kMaxDevices && cache[dev].load(std::memory_order_relaxed) > 0)
+    return cache[dev].load(std::memory_order_relaxed);
+  int khz = 0, bits = 0;
+  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, dev));
+  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, dev));
+  const int gbps = static_cast<int>(2.0 * khz * 1e3 * bits / 8 / 1e9);
+  if (dev < kMaxDevices) cache[dev].store(gbps > 0 ? gbps : 1, std::memory_order_relaxed);
+  return gbps;
+}
+
 // Kernel choice for page sizes that are multiples of 64 (docs/dense-decode-design.md, measured in
-// docs/perf-journal.md): up to kSmallRows query rows per kv head the job is bandwidth-bound and
-// the seesaw kernel with evict-normal KV loads streams fastest (D5/D6: 96 % of copy bandwidth);
-// above, the pair kernel with evict-first loads (the q tiles of a part share each block in L2).
+// docs/perf-journal.md): above kSmallRows query rows per kv head, the pair kernel with
+// evict-first KV loads (the q tiles of a part share each block in L2). Up to kSmallRows the job is
+// bandwidth-bound, and which kernel streams fastest depends on the memory: on the H100 (3.35 TB/s
+// peak) the seesaw kernel with evict-normal loads (session 5: D5 / D6 at 97 / 95 % of copy
+// bandwidth; the pair kernel lost there in session 2, in an older form), on the H200 (4.9 TB/s)
+// the pair kernel with evict-first loads (session 11: D5 -5.5 %, D6 -4 %, L6 -4 % against the
+// seesaw; B2 -12 %). Devices above kFastDramGbps take the latter.
 // Environment switches, read per call, for A/B timing and for the tests:
 //   FLASHMLA_DENSE_DECODE_PAIR / _SEESAW / _LOCKSTEP = 1   force that kernel
 //   FLASHMLA_DENSE_DECODE_EVICT = normal | first           force the L2 hint of KV loads
@@ -109,12 +132,15 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 //                                                           warpgroup (consumer lanes load)
 void choose_kernel(mla_decode::MainParams* m) {
   constexpr int kSmallRows = 32;
-  const bool small = m->rows <= kSmallRows;
-  m->variant = small ? mla_decode::kVariantSeesaw : mla_decode::kVariantPair;
-  m->kv_evict_normal = small ? 1 : 0;
+  constexpr int kFastDramGbps = 4000;
+  const bool seesaw = m->rows <= kSmallRows && peak_dram_gbps() <= kFastDramGbps;
+  m->variant = seesaw ? mla_decode::kVariantSeesaw : mla_decode::kVariantPair;
   if (env_is("FLASHMLA_DENSE_DECODE_PAIR", "1")) m->variant = mla_decode::kVariantPair;
   if (env_is("FLASHMLA_DENSE_DECODE_SEESAW", "1")) m->variant = mla_decode::kVariantSeesaw;
   if (env_is("FLASHMLA_DENSE_DECODE_LOCKSTEP", "1")) m->variant = mla_decode::kVariantLockstep;
+  // Each kernel's better hint: evict-normal for the seesaw kernel (session 2), evict-first for
+  // the others (the cp.async gathers of other page sizes take no hint).
+  m->kv_evict_normal = m->variant == mla_decode::kVariantSeesaw ? 1 : 0;
   if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "normal")) m->kv_evict_normal = 1;
   if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "first")) m->kv_evict_normal = 0;
   m->sync_handoffs = env_is("FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS", "1") ? 1 : 0;
