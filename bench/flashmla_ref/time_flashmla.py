@@ -163,7 +163,8 @@ def kernel_times(fm, x, flush):
     summed = [sum(k[1] - k[0] for k in c) / 1e3 for c in calls]
     main = [(c[0][1] - c[0][0]) / 1e3 for c in calls]
     per_call = sorted({len(c) for c in calls})
-    return statistics.median(span), statistics.mean(summed), statistics.median(main), per_call
+    return (statistics.median(span), statistics.mean(summed), statistics.median(main), per_call,
+            statistics.mean(span), max(span))
 
 
 def event_time(fm, x, flush, runs):
@@ -222,14 +223,16 @@ def main():
             fm.call(x)
         kt = kernel_times(fm, x, kflush)
         ev = event_time(fm, x, eflush, EV_RUNS)
-        krn, summed, main_us, per_call = kt if kt else (float("nan"),) * 3 + ([],)
+        krn, summed, main_us, per_call, span_mean, span_max = (
+            kt if kt else (float("nan"),) * 3 + ([],) + (float("nan"),) * 2)
         flop, byte = flop_bytes(case)
         t = krn if kt else ev
         o_ev, o_krn, _ = ours.get(case["name"], (float("nan"),) * 3)
         print(f"{case['name']:4} {krn:8.1f} {summed:8.1f} {main_us:8.1f} {ev:8.1f} "
               f"{flop / t * 1e-6:7.1f} {byte / t * 1e-3:6.0f} {o_krn:8.1f} {o_ev:8.1f} "
               f"{o_krn / krn:7.3f}x {o_ev / ev:7.3f}x  {check} (rel-L2 {err:.2e}, lse "
-              f"{lse_err:.1e}; kernels/call {per_call})", flush=True)
+              f"{lse_err:.1e}; kernels/call {per_call}; span mean {span_mean:.1f}, max "
+              f"{span_max:.1f})", flush=True)
         rows.append((case["name"], krn, summed, main_us, ev, o_krn, o_ev, err, check))
         del x, out, lse
         torch.cuda.empty_cache()
