@@ -88,10 +88,16 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
                                  static_cast<cuuint64_t>(block_stride)};
   const cuuint32_t box[4] = {mla_decode::kAtomDims, mla_decode::kTokensPerTile, 1, 1};
   const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
+  // FLASHMLA_DENSE_DECODE_L2PROMO = none | 64 | 128 | 256 (default): A/B switch of the L2 sector
+  // promotion of the KV copies.
+  CUtensorMapL2promotion promo = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
+  if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "none")) promo = CU_TENSOR_MAP_L2_PROMOTION_NONE;
+  if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "64")) promo = CU_TENSOR_MAP_L2_PROMOTION_L2_64B;
+  if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "128")) promo = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
   const CUresult r = encode_tiled()(
       map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
       k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_SWIZZLE_128B, promo,
       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return r == CUDA_SUCCESS;
 }
@@ -130,6 +136,8 @@ int peak_dram_gbps() {
 //                                                           (for racecheck; slower)
 //   FLASHMLA_DENSE_DECODE_LOADS = inline                    pair kernel without the producer
 //                                                           warpgroup (consumer lanes load)
+//   FLASHMLA_DENSE_DECODE_L2PROMO = none | 64 | 128         L2 promotion of the KV tensor map
+//                                                           (default 256 B; make_kv_tensor_map)
 void choose_kernel(mla_decode::MainParams* m) {
   constexpr int kSmallRows = 32;
   constexpr int kFastDramGbps = 4000;
