@@ -10,8 +10,10 @@
 
 namespace flashmla::cuda {
 
-// Number of SMs etc. of the device a pointer lives on (cached per device).
+// Number of SMs of a device (cached per device).
 int device_sm_count(int device_index);
+// Peak DRAM bandwidth in GB/s (memory clock x bus width x 2), cached per device.
+int device_peak_dram_gbps(int device_index);
 std::string describe_devices();
 
 // FP8 KV codecs (src/cuda/kv_codec/).

@@ -12,24 +12,49 @@ namespace flashmla::cuda {
 
 namespace {
 
-// Devices whose SM count is cached; a larger index is simply queried every time.
+// Devices whose attributes are cached; a larger index is simply queried every time.
 constexpr int kMaxCachedDevices = 64;
 
-}  // namespace
-
-int device_sm_count(int device_index) {
-  // 0 = not queried yet. Concurrent first calls may both query; they store the same value.
-  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
+// query(device_index), cached in `cache` (0 = not queried yet; concurrent first calls may both
+// query and store the same value).
+int cached_attribute(std::array<std::atomic<int>, kMaxCachedDevices>& cache, int device_index,
+                     int (*query)(int)) {
   const bool cacheable = device_index >= 0 && device_index < kMaxCachedDevices;
   if (cacheable) {
     const int cached = cache[device_index].load(std::memory_order_relaxed);
     if (cached > 0) return cached;
   }
+  const int value = query(device_index);
+  if (cacheable) cache[device_index].store(value > 0 ? value : 1, std::memory_order_relaxed);
+  return value;
+}
+
+int query_sm_count(int device_index) {
   int sms = 0;
   FLASHMLA_CUDA_CHECK(
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_index));
-  if (cacheable) cache[device_index].store(sms, std::memory_order_relaxed);
   return sms;
+}
+
+// Memory clock (kHz) x bus width (bits) x 2 (double data rate), in GB/s.
+int query_peak_dram_gbps(int device_index) {
+  int khz = 0, bits = 0;
+  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, device_index));
+  FLASHMLA_CUDA_CHECK(
+      cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, device_index));
+  return static_cast<int>(2.0 * khz * 1e3 * bits / 8 / 1e9);
+}
+
+}  // namespace
+
+int device_sm_count(int device_index) {
+  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
+  return cached_attribute(cache, device_index, query_sm_count);
+}
+
+int device_peak_dram_gbps(int device_index) {
+  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
+  return cached_attribute(cache, device_index, query_peak_dram_gbps);
 }
 
 std::string describe_devices() {
@@ -49,11 +74,18 @@ std::string describe_devices() {
       s += "cuda:" + std::to_string(i) + " (properties unavailable)";
       continue;
     }
-    char numbers[128];
-    std::snprintf(numbers, sizeof numbers, "%d SMs, CC %d.%d, %.1f GiB, L2 %.0f MB",
+    char numbers[160];
+    int khz = 0, bits = 0;  // (peak DRAM bandwidth: it picks the dense decode kernel for few rows)
+    if (cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, i) != cudaSuccess ||
+        cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, i) != cudaSuccess) {
+      cudaGetLastError();
+      khz = bits = 0;
+    }
+    std::snprintf(numbers, sizeof numbers,
+                  "%d SMs, CC %d.%d, %.1f GiB, L2 %.0f MB, DRAM %.2f TB/s peak",
                   prop.multiProcessorCount, prop.major, prop.minor,
                   static_cast<double>(prop.totalGlobalMem) / (1u << 30),
-                  static_cast<double>(prop.l2CacheSize) / 1e6);
+                  static_cast<double>(prop.l2CacheSize) / 1e6, 2.0 * khz * 1e3 * bits / 8 / 1e12);
     s += "cuda:" + std::to_string(i) + " " + prop.name + ", " + numbers;
   }
   return s;

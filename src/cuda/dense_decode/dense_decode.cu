@@ -5,8 +5,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
-#include <array>
-#include <atomic>
 #include <cstdlib>
 #include <string>
 
@@ -102,23 +100,6 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   return r == CUDA_SUCCESS;
 }
 
-// Peak DRAM bandwidth of the current device, GB/s (memory clock x bus width x 2), cached per
-// device: the kernel for few rows depends on it (choose_kernel).
-int peak_dram_gbps() {
-  constexpr int kMaxDevices = 64;
-  static std::array<std::atomic<int>, kMaxDevices> cache{};
-  int dev = 0;
-  FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < kMaxDevices && cache[dev].load(std::memory_order_relaxed) > 0)
-    return cache[dev].load(std::memory_order_relaxed);
-  int khz = 0, bits = 0;
-  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, dev));
-  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, dev));
-  const int gbps = static_cast<int>(2.0 * khz * 1e3 * bits / 8 / 1e9);
-  if (dev < kMaxDevices) cache[dev].store(gbps > 0 ? gbps : 1, std::memory_order_relaxed);
-  return gbps;
-}
-
 // Kernel choice for page sizes that are multiples of 64 (docs/dense-decode-design.md, measured in
 // docs/perf-journal.md): above kSmallRows query rows per kv head, the pair kernel with
 // evict-first KV loads (the q tiles of a part share each block in L2). Up to kSmallRows the job is
@@ -138,10 +119,11 @@ int peak_dram_gbps() {
 //                                                           warpgroup (consumer lanes load)
 //   FLASHMLA_DENSE_DECODE_L2PROMO = none | 64 | 128         L2 promotion of the KV tensor map
 //                                                           (default 256 B; make_kv_tensor_map)
-void choose_kernel(mla_decode::MainParams* m) {
+void choose_kernel(mla_decode::MainParams* m, int device_index) {
   constexpr int kSmallRows = 32;
   constexpr int kFastDramGbps = 4000;
-  const bool seesaw = m->rows <= kSmallRows && peak_dram_gbps() <= kFastDramGbps;
+  const bool seesaw =
+      m->rows <= kSmallRows && device_peak_dram_gbps(device_index) <= kFastDramGbps;
   m->variant = seesaw ? mla_decode::kVariantSeesaw : mla_decode::kVariantPair;
   if (env_is("FLASHMLA_DENSE_DECODE_PAIR", "1")) m->variant = mla_decode::kVariantPair;
   if (env_is("FLASHMLA_DENSE_DECODE_SEESAW", "1")) m->variant = mla_decode::kVariantSeesaw;
@@ -205,7 +187,7 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.max_len = pb.max_blocks_per_seq * pb.page_block_size;
   m.scale_log2 = pb.scale * mla_decode::kLog2e;
   m.causal = p.causal ? 1 : 0;
-  choose_kernel(&m);
+  choose_kernel(&m, p.q.device.index);
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
