@@ -105,9 +105,9 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 // evict-first KV loads (the q tiles of a part share each block in L2). Up to kSmallRows the job is
 // bandwidth-bound, and which kernel streams fastest depends on the memory: on the H100 (3.35 TB/s
 // peak) the seesaw kernel with evict-normal loads (session 5: D5 / D6 at 97 / 95 % of copy
-// bandwidth; the pair kernel lost there in session 2, in an older form), on the H200 (4.9 TB/s)
-// the pair kernel with evict-first loads (session 11: D5 -5.5 %, D6 -4 %, L6 -4 % against the
-// seesaw; B2 -12 %). Devices above kFastDramGbps take the latter.
+// bandwidth; the pair kernel lost there in session 2, in an older form), on the H200 (4.8 TB/s)
+// the pair kernel with evict-first loads (session 11, same run against the seesaw: D5 -7 %, D6
+// -5 %, L6 -5.5 %, B2 -17 %). Devices above kFastDramGbps take the latter.
 // Environment switches, read per call, for A/B timing and for the tests:
 //   FLASHMLA_DENSE_DECODE_PAIR / _SEESAW / _LOCKSTEP = 1   force that kernel
 //   FLASHMLA_DENSE_DECODE_EVICT = normal | first           force the L2 hint of KV loads
