@@ -42,13 +42,17 @@ def dense_decode_plan(cache_seqlens: Any, tile_scheduler_metadata: Any, s_q: int
 
 def dense_decode(empty: Empty, stream: int, q: Any, k_cache: Any, block_table: Any,
                  cache_seqlens: Any, tile_scheduler_metadata: Any, head_dim_v: int,
-                 softmax_scale: Optional[float], causal: bool) -> Tuple[Any, Any]:
+                 softmax_scale: Optional[float], causal: bool,
+                 out: Any = None) -> Tuple[Any, Any]:
+    """`out`: the caller's output array (checked by the operation like any argument), or None."""
     qd = dims(q, 4)
     if qd is None:
-        out, lse = empty((0,), _act_dtype(q)), empty((0,), F32)
+        lse = empty((0,), F32)
+        out = empty((0,), _act_dtype(q)) if out is None else out
     else:
         b, s_q, h_q, _ = qd
-        out = empty((b, s_q, h_q, head_dim_v), _act_dtype(q))
+        if out is None:
+            out = empty((b, s_q, h_q, head_dim_v), _act_dtype(q))
         lse = empty((b, h_q, s_q), F32)
     _C.dense_decode(to_binding(q), to_binding(k_cache), to_binding(block_table),
                     to_binding(cache_seqlens), to_binding(tile_scheduler_metadata),
@@ -59,13 +63,16 @@ def dense_decode(empty: Empty, stream: int, q: Any, k_cache: Any, block_table: A
 def sparse_decode(empty: Empty, stream: int, q: Any, k_cache: Any, indices: Any,
                   topk_length: Any, attn_sink: Any, extra_k_cache: Any, extra_indices: Any,
                   extra_topk_length: Any, head_dim_v: int,
-                  softmax_scale: Optional[float]) -> Tuple[Any, Any]:
+                  softmax_scale: Optional[float], out: Any = None) -> Tuple[Any, Any]:
+    """`out`: the caller's output array (checked by the operation like any argument), or None."""
     qd = dims(q, 4)
     if qd is None:
-        out, lse = empty((0,), BF16), empty((0,), F32)
+        lse = empty((0,), F32)
+        out = empty((0,), BF16) if out is None else out
     else:
         b, s_q, h_q, _ = qd
-        out = empty((b, s_q, h_q, head_dim_v), BF16)
+        if out is None:
+            out = empty((b, s_q, h_q, head_dim_v), BF16)
         lse = empty((b, h_q, s_q), F32)
     _C.sparse_decode(to_binding(q), to_binding(k_cache), to_binding(indices),
                      to_binding(topk_length), to_binding(attn_sink), to_binding(extra_k_cache),

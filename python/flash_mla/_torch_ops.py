@@ -76,6 +76,27 @@ def _(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, head_dim_
             q.new_empty((b, h_q, s_q), dtype=torch.float32))
 
 
+# The same into the caller's `out` (flash_mla_with_kvcache(..., out=)): returns lse only.
+def _dense_decode_out_impl(q: Tensor, k_cache: Tensor, block_table: Tensor,
+                           cache_seqlens: Tensor, tile_scheduler_metadata: Optional[Tensor],
+                           out: Tensor, head_dim_v: int, softmax_scale: Optional[float],
+                           causal: bool) -> Tensor:
+    return _ops.dense_decode(_empty_on(q), torch_stream(q), q, k_cache, block_table,
+                             cache_seqlens, tile_scheduler_metadata, head_dim_v, softmax_scale,
+                             causal, out)[1]
+
+
+dense_decode_out = torch.library.custom_op(
+    f"{_NS}::dense_decode_out", mutates_args=("out",))(_dense_decode_out_impl)
+
+
+@dense_decode_out.register_fake
+def _(q, k_cache, block_table, cache_seqlens, tile_scheduler_metadata, out, head_dim_v,
+      softmax_scale, causal):
+    b, s_q, h_q, _ = q.shape
+    return q.new_empty((b, h_q, s_q), dtype=torch.float32)
+
+
 # ---- sparse decode ----
 
 def _sparse_decode_impl(q: Tensor, k_cache: Tensor, indices: Tensor,
@@ -98,6 +119,27 @@ def _(q, k_cache, indices, topk_length, attn_sink, extra_k_cache, extra_indices,
     b, s_q, h_q, _ = q.shape
     return (q.new_empty((b, s_q, h_q, head_dim_v), dtype=torch.bfloat16),
             q.new_empty((b, h_q, s_q), dtype=torch.float32))
+
+
+def _sparse_decode_out_impl(q: Tensor, k_cache: Tensor, indices: Tensor,
+                            topk_length: Optional[Tensor], attn_sink: Optional[Tensor],
+                            extra_k_cache: Optional[Tensor], extra_indices: Optional[Tensor],
+                            extra_topk_length: Optional[Tensor], out: Tensor, head_dim_v: int,
+                            softmax_scale: Optional[float]) -> Tensor:
+    return _ops.sparse_decode(_empty_on(q), torch_stream(q), q, k_cache, indices, topk_length,
+                              attn_sink, extra_k_cache, extra_indices, extra_topk_length,
+                              head_dim_v, softmax_scale, out)[1]
+
+
+sparse_decode_out = torch.library.custom_op(
+    f"{_NS}::sparse_decode_out", mutates_args=("out",))(_sparse_decode_out_impl)
+
+
+@sparse_decode_out.register_fake
+def _(q, k_cache, indices, topk_length, attn_sink, extra_k_cache, extra_indices,
+      extra_topk_length, out, head_dim_v, softmax_scale):
+    b, s_q, h_q, _ = q.shape
+    return q.new_empty((b, h_q, s_q), dtype=torch.float32)
 
 
 # ---- sparse prefill ----
@@ -185,7 +227,9 @@ mha_varlen_fwd.register_autograd(_mha_varlen_backward, setup_context=_mha_varlen
 _IMPLS = {
     "dense_decode_plan": _dense_decode_plan_impl,
     "dense_decode": _dense_decode_impl,
+    "dense_decode_out": _dense_decode_out_impl,
     "sparse_decode": _sparse_decode_impl,
+    "sparse_decode_out": _sparse_decode_out_impl,
     "sparse_prefill": _sparse_prefill_impl,
     "mha_varlen_fwd": _mha_varlen_fwd_impl,
     "kv_quantize": _kv_quantize_impl,

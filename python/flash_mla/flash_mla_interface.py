@@ -211,6 +211,7 @@ def flash_mla_with_kvcache(
     extra_indices_in_kvcache: Optional[Tensor] = None,
     topk_length: Optional[Tensor] = None,
     extra_topk_length: Optional[Tensor] = None,
+    out: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """MLA decoding over a paged KV cache: dense (block_table + cache_seqlens) or sparse (indices).
 
@@ -234,6 +235,9 @@ def flash_mla_with_kvcache(
         attn_sink: [h_q] float32: out *= 1 / (1 + exp(attn_sink - lse)); lse is unchanged.
         extra_k_cache, extra_indices_in_kvcache: a second scope attended under the same softmax.
         topk_length, extra_topk_length: [b] int32: only the first topk_length[r] indices count.
+        out: optional [b, s_q, h_q, head_dim_v] array of the output's dtype, on q's device, rows
+            of 8-byte aligned: written in place and returned (no allocation for the output, as
+            FlashMLA's `out`; any h_kv).
 
     Returns:
         out: [b, s_q, h_q, head_dim_v] in q's dtype (bfloat16 for sparse attention).
@@ -277,13 +281,17 @@ def flash_mla_with_kvcache(
                     q=q, k_cache=k_cache, indices=indices, topk_length=topk_length,
                     attn_sink=attn_sink, extra_k_cache=extra_k_cache,
                     extra_indices_in_kvcache=extra_indices_in_kvcache,
-                    extra_topk_length=extra_topk_length),
+                    extra_topk_length=extra_topk_length, **({} if out is None else {"out": out})),
                     optional=("topk_length", "attn_sink", "extra_k_cache",
                               "extra_indices_in_kvcache", "extra_topk_length"))
-                return _torch_ops.call("sparse_decode", *a.values(), head_dim_v, softmax_scale)
+                if out is None:
+                    return _torch_ops.call("sparse_decode", *a.values(), head_dim_v,
+                                           softmax_scale)
+                return a["out"], _torch_ops.call("sparse_decode_out", *a.values(), head_dim_v,
+                                                 softmax_scale)
             return _ops.sparse_decode(np_empty, 0, q, k_cache, indices, topk_length, attn_sink,
                                       extra_k_cache, extra_indices_in_kvcache, extra_topk_length,
-                                      head_dim_v, softmax_scale)
+                                      head_dim_v, softmax_scale, out)
 
     for name, value in (("attn_sink", attn_sink), ("extra_k_cache", extra_k_cache),
                         ("extra_indices_in_kvcache", extra_indices_in_kvcache),
@@ -316,12 +324,16 @@ def flash_mla_with_kvcache(
     with public_argument_names(_DENSE_ARG_NAMES):
         if is_torch(q):
             a = as_torch_args(op, dict(q=q, k_cache=k_cache, block_table=block_table,
-                                       cache_seqlens=cache_seqlens, tile_scheduler_metadata=tsm),
+                                       cache_seqlens=cache_seqlens, tile_scheduler_metadata=tsm,
+                                       **({} if out is None else {"out": out})),
                               optional=("tile_scheduler_metadata",))
-            return _torch_ops.call("dense_decode", *a.values(), head_dim_v, softmax_scale,
-                                   bool(causal))
+            if out is None:
+                return _torch_ops.call("dense_decode", *a.values(), head_dim_v, softmax_scale,
+                                       bool(causal))
+            return a["out"], _torch_ops.call("dense_decode_out", *a.values(), head_dim_v,
+                                             softmax_scale, bool(causal))
         return _ops.dense_decode(np_empty, 0, q, k_cache, block_table, cache_seqlens, tsm,
-                                 head_dim_v, softmax_scale, bool(causal))
+                                 head_dim_v, softmax_scale, bool(causal), out)
 
 
 def flash_mla_sparse_fwd(

@@ -119,6 +119,27 @@ def test_model1_roundtrip(fw, pbs):
     assert (np.abs(deq - x) <= np.abs(x) / 16 + 2e-3).all()
 
 
+def test_out_argument_dense(fw):
+    """out= (FlashMLA's pre-allocated output): written in place, returned, same bits; a wrong
+    shape or dtype is an error naming it."""
+    rng = np.random.default_rng(21)
+    q, k, bt, sl = make_dense(rng, 2, 2, 4, 2, 576, 16, [30, 45])
+    args = [to_fw(x, fw) for x in (q, k, bt, sl)]
+    meta, _ = flash_mla.get_mla_metadata()
+    want_out, want_lse = flash_mla.flash_mla_with_kvcache(*args, 512, meta, causal=True)
+    buf = to_fw(np.full((2, 2, 4, 512), np.nan, BF16), fw)
+    out, lse = flash_mla.flash_mla_with_kvcache(*args, 512, meta, causal=True, out=buf)
+    assert out is buf
+    assert np.array_equal(to_np(buf).view(np.uint16), to_np(want_out).view(np.uint16))
+    assert np.array_equal(to_np(lse), to_np(want_lse))
+    with pytest.raises(ValueError, match="out"):
+        flash_mla.flash_mla_with_kvcache(*args, 512, meta, causal=True,
+                                         out=to_fw(np.zeros((2, 2, 4, 256), BF16), fw))
+    with pytest.raises((TypeError, ValueError), match="out"):
+        flash_mla.flash_mla_with_kvcache(*args, 512, meta, causal=True,
+                                         out=to_fw(np.zeros((2, 2, 4, 512), np.float32), fw))
+
+
 # ---- sparse decode ----
 
 def _sparse_case(rng, layout, b=2, s_q=2, h_q=4, pbs=16, num_blocks=5, topk=24):
@@ -170,6 +191,25 @@ def test_sparse_decode(fw, layout, features):
             out, lse, to_fw(q, fw), quant, None, None, 512, is_fp8_kvcache=True,
             indices=to_fw(idx, fw), reference=reference, **kw)
         assert report.passed, str(report)
+
+
+def test_out_argument_sparse(fw):
+    rng = np.random.default_rng(22)
+    q, k, idx = _sparse_case(rng, "v32", b=2, h_q=4)
+    quant = flash_mla.quantize_kv_cache(to_fw(k, fw), "v32")
+    meta, _ = flash_mla.get_mla_metadata()
+    kw = dict(is_fp8_kvcache=True, indices=to_fw(idx, fw))
+    want_out, want_lse = flash_mla.flash_mla_with_kvcache(to_fw(q, fw), quant, None, None, 512,
+                                                          meta, **kw)
+    buf = to_fw(np.full((2, 2, 4, 512), np.nan, BF16), fw)
+    out, lse = flash_mla.flash_mla_with_kvcache(to_fw(q, fw), quant, None, None, 512, meta,
+                                                out=buf, **kw)
+    assert out is buf
+    assert np.array_equal(to_np(buf).view(np.uint16), to_np(want_out).view(np.uint16))
+    assert np.array_equal(to_np(lse), to_np(want_lse))
+    with pytest.raises(ValueError, match="out"):
+        flash_mla.flash_mla_with_kvcache(to_fw(q, fw), quant, None, None, 512, meta,
+                                         out=to_fw(np.zeros((2, 2, 3, 512), BF16), fw), **kw)
 
 
 # ---- sparse prefill ----
@@ -294,17 +334,31 @@ def test_torch_compile_cpu():
     out, _ = torch.compile(fn, fullgraph=True)(q, k, bt, sl)
     assert torch.equal(out, eager.float() + 1)
 
+    def fn_out(q, k, bt, sl, buf):  # out= under torch.compile: the op mutates buf
+        meta, _ = flash_mla.get_mla_metadata()
+        flash_mla.flash_mla_with_kvcache(q, k, bt, sl, 512, meta, causal=True, out=buf)
+        return buf.float() + 1
+
+    buf = torch.empty_like(eager)
+    assert torch.equal(torch.compile(fn_out, fullgraph=True)(q, k, bt, sl, buf),
+                       eager.float() + 1)
+    assert torch.equal(buf, eager)
+
 
 @pytest.mark.skipif(torch is None, reason="needs torch")
 def test_torch_custom_ops_registered():
-    for name in ("dense_decode_plan", "dense_decode", "sparse_decode", "sparse_prefill",
-                 "mha_varlen_fwd", "kv_quantize", "kv_dequantize"):
+    for name in ("dense_decode_plan", "dense_decode", "dense_decode_out", "sparse_decode",
+                 "sparse_decode_out", "sparse_prefill", "mha_varlen_fwd", "kv_quantize",
+                 "kv_dequantize"):
         assert hasattr(torch.ops.flash_mla, name)
     rng = np.random.default_rng(13)
     q, k, bt, sl = (to_fw(x, "torch") for x in make_dense(rng, 1, 1, 2, 1, 576, 16, [9]))
     tsm, _ = flash_mla.get_mla_metadata(sl, 2, 1, 2)
     torch.library.opcheck(torch.ops.flash_mla.dense_decode.default,
                           (q, k, bt, sl, tsm, 512, None, False))
+    torch.library.opcheck(torch.ops.flash_mla.dense_decode_out.default,
+                          (q, k, bt, sl, tsm, torch.empty(1, 1, 2, 512, dtype=q.dtype), 512,
+                           None, False))
 
 
 @pytest.mark.skipif(torch is None, reason="needs torch")

@@ -236,6 +236,30 @@ def test_dense_decode_cuda_graph():
     assert report.passed, str(report)
 
 
+def test_dense_decode_out_argument_in_cuda_graph():
+    """out= (vLLM's pre-allocated output) on the GPU: written in place under CUDA-graph capture,
+    bitwise equal to the allocating call's result."""
+    q_np, k, bt, sl = _dense_on_gpu(4, 2, 64, 1, [1500, 3, 700, 64], 64, True)
+    meta, want, want_lse = _dense_or_skip(q_np, k, bt, sl, True)
+    q, kc, btc, slc = cuda(q_np), cuda(k), cuda(bt), cuda(sl)
+    buf = torch.full_like(want, float("nan"))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        flash_mla.flash_mla_with_kvcache(q, kc, btc, slc, 512, meta, causal=True, out=buf)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=side):
+            out, lse = flash_mla.flash_mla_with_kvcache(q, kc, btc, slc, 512, meta, causal=True,
+                                                        out=buf)
+    torch.cuda.current_stream().wait_stream(side)
+    assert out is buf
+    buf.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(buf.view(torch.int16), want.view(torch.int16))
+    assert torch.equal(lse, want_lse)
+
+
 def test_dense_decode_torch_compile_fullgraph():
     q, k, bt, sl = (cuda(x) for x in _dense_on_gpu(2, 2, 64, 1, [900, 77], 64, True))
     meta, eager, _ = _dense_or_skip(to_np(q), to_np(k), to_np(bt), to_np(sl), True)
