@@ -82,13 +82,17 @@ def sparse_decode(empty: Empty, stream: int, q: Any, k_cache: Any, indices: Any,
 
 
 def sparse_prefill(empty: Empty, stream: int, q: Any, kv: Any, indices: Any, sm_scale: float,
-                   d_v: int, attn_sink: Any, topk_length: Any) -> Tuple[Any, Any, Any]:
+                   d_v: int, attn_sink: Any, topk_length: Any,
+                   out: Any = None) -> Tuple[Any, Any, Any]:
+    """`out`: the caller's output array (checked by the operation like any argument), or None."""
     qd = dims(q, 3)
     if qd is None:
-        out, max_logits, lse = empty((0,), BF16), empty((0,), F32), empty((0,), F32)
+        max_logits, lse = empty((0,), F32), empty((0,), F32)
+        out = empty((0,), BF16) if out is None else out
     else:
         s_q, h_q, _ = qd
-        out = empty((s_q, h_q, d_v), BF16)
+        if out is None:
+            out = empty((s_q, h_q, d_v), BF16)
         max_logits = empty((s_q, h_q), F32)
         lse = empty((s_q, h_q), F32)
     _C.sparse_prefill(to_binding(q), to_binding(kv), to_binding(indices), float(sm_scale), d_v,

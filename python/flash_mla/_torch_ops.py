@@ -163,6 +163,24 @@ def _(q, kv, indices, sm_scale, d_v, attn_sink, topk_length):
             q.new_empty((s_q, h_q), dtype=torch.float32))
 
 
+def _sparse_prefill_out_impl(q: Tensor, kv: Tensor, indices: Tensor, sm_scale: float, d_v: int,
+                             attn_sink: Optional[Tensor], topk_length: Optional[Tensor],
+                             out: Tensor) -> Tuple[Tensor, Tensor]:
+    return _ops.sparse_prefill(_empty_on(q), torch_stream(q), q, kv, indices, sm_scale, d_v,
+                               attn_sink, topk_length, out)[1:]
+
+
+sparse_prefill_out = torch.library.custom_op(
+    f"{_NS}::sparse_prefill_out", mutates_args=("out",))(_sparse_prefill_out_impl)
+
+
+@sparse_prefill_out.register_fake
+def _(q, kv, indices, sm_scale, d_v, attn_sink, topk_length, out):
+    s_q, h_q, _ = q.shape
+    return (q.new_empty((s_q, h_q), dtype=torch.float32),
+            q.new_empty((s_q, h_q), dtype=torch.float32))
+
+
 # ---- dense MHA prefill ----
 
 def _mha_varlen_fwd_impl(q: Tensor, k: Tensor, v: Tensor, cu_seqlens_q: Tensor,
@@ -231,6 +249,7 @@ _IMPLS = {
     "sparse_decode": _sparse_decode_impl,
     "sparse_decode_out": _sparse_decode_out_impl,
     "sparse_prefill": _sparse_prefill_impl,
+    "sparse_prefill_out": _sparse_prefill_out_impl,
     "mha_varlen_fwd": _mha_varlen_fwd_impl,
     "kv_quantize": _kv_quantize_impl,
     "kv_dequantize": _kv_dequantize_impl,

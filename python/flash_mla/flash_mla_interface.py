@@ -345,6 +345,7 @@ def flash_mla_sparse_fwd(
     attn_sink: Optional[Tensor] = None,
     topk_length: Optional[Tensor] = None,
     indexer_topk: int = 0,
+    out: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Sparse attention prefill.
 
@@ -357,6 +358,8 @@ def flash_mla_sparse_fwd(
         attn_sink: optional [h_q] float32 (out *= 1 / (1 + exp(attn_sink - lse))).
         topk_length: optional [s_q] int32: only indices[i, :, :topk_length[i]] count.
         indexer_topk: FlashMLA's indexer-LSE extension; only 0 is implemented.
+        out: optional [s_q, h_q, d_v] bfloat16 array on q's device: written in place and
+            returned (no allocation for the output, as FlashMLA's `out`).
 
     Returns:
         out [s_q, h_q, d_v] bfloat16, max_logits [s_q, h_q] float32, lse [s_q, h_q] float32.
@@ -374,10 +377,14 @@ def flash_mla_sparse_fwd(
         a = as_torch_args("flash_mla_sparse_fwd", dict(q=q, kv=kv, indices=indices),)
         o = as_torch_args("flash_mla_sparse_fwd", dict(attn_sink=attn_sink, topk_length=topk_length),
                           optional=("attn_sink", "topk_length"))
-        return _torch_ops.call("sparse_prefill", *a.values(), float(sm_scale), int(d_v),
-                               *o.values())
+        if out is None:
+            return _torch_ops.call("sparse_prefill", *a.values(), float(sm_scale), int(d_v),
+                                   *o.values())
+        out = as_torch_args("flash_mla_sparse_fwd", dict(out=out))["out"]
+        return (out, *_torch_ops.call("sparse_prefill_out", *a.values(), float(sm_scale),
+                                      int(d_v), *o.values(), out))
     return _ops.sparse_prefill(np_empty, 0, q, kv, indices, float(sm_scale), int(d_v), attn_sink,
-                               topk_length)
+                               topk_length, out)
 
 
 def _varlen(q, k, v, cu_seqlens_qo, cu_seqlens_kv, max_seqlen_qo, max_seqlen_kv, dropout_p,

@@ -233,6 +233,14 @@ def test_sparse_prefill(fw, d_qk, h_kv, extras):
     assert_close("out", out, ro, OUT_ATOL, 3 / 128)
     assert_close("max_logits", mx, rmx, 1e-6, 2 / 65536)
     assert_close("lse", lse, rl, 1e-6, 2 / 65536)
+    # out= writes the same bits in place and returns the caller's array.
+    buf = to_fw(np.full((s_q, h_q, 512), np.nan, BF16), fw)
+    out2, mx2, lse2 = flash_mla.flash_mla_sparse_fwd(
+        to_fw(q, fw), to_fw(kv, fw), to_fw(idx, fw), 0.07, 512, to_fw(sink, fw), to_fw(tl, fw),
+        out=buf)
+    assert out2 is buf
+    assert np.array_equal(to_np(buf).view(np.uint16), to_np(out).view(np.uint16))
+    assert np.array_equal(to_np(lse2), to_np(lse)) and np.array_equal(to_np(mx2), to_np(mx))
 
 
 # ---- dense MHA prefill ----
@@ -348,8 +356,8 @@ def test_torch_compile_cpu():
 @pytest.mark.skipif(torch is None, reason="needs torch")
 def test_torch_custom_ops_registered():
     for name in ("dense_decode_plan", "dense_decode", "dense_decode_out", "sparse_decode",
-                 "sparse_decode_out", "sparse_prefill", "mha_varlen_fwd", "kv_quantize",
-                 "kv_dequantize"):
+                 "sparse_decode_out", "sparse_prefill", "sparse_prefill_out", "mha_varlen_fwd",
+                 "kv_quantize", "kv_dequantize"):
         assert hasattr(torch.ops.flash_mla, name)
     rng = np.random.default_rng(13)
     q, k, bt, sl = (to_fw(x, "torch") for x in make_dense(rng, 1, 1, 2, 1, 576, 16, [9]))
@@ -359,6 +367,11 @@ def test_torch_custom_ops_registered():
     torch.library.opcheck(torch.ops.flash_mla.dense_decode_out.default,
                           (q, k, bt, sl, tsm, torch.empty(1, 1, 2, 512, dtype=q.dtype), 512,
                            None, False))
+    qp, kvp = (to_fw(act(rng, shape), "torch") for shape in ((3, 4, 576), (20, 1, 576)))
+    idx = torch.from_numpy(rng.integers(-1, 20, (3, 1, 8)).astype(np.int32))
+    torch.library.opcheck(torch.ops.flash_mla.sparse_prefill_out.default,
+                          (qp, kvp, idx, 0.05, 512, None, None,
+                           torch.empty(3, 4, 512, dtype=torch.bfloat16)))
 
 
 @pytest.mark.skipif(torch is None, reason="needs torch")
