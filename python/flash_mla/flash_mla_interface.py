@@ -235,8 +235,8 @@ def flash_mla_with_kvcache(
         attn_sink: [h_q] float32: out *= 1 / (1 + exp(attn_sink - lse)); lse is unchanged.
         extra_k_cache, extra_indices_in_kvcache: a second scope attended under the same softmax.
         topk_length, extra_topk_length: [b] int32: only the first topk_length[r] indices count.
-        out: optional [b, s_q, h_q, head_dim_v] array of the output's dtype, on q's device, rows
-            of 8-byte aligned: written in place and returned (no allocation for the output, as
+        out: optional [b, s_q, h_q, head_dim_v] array of the output's dtype on q's device, rows
+            8-byte aligned: written in place and returned (no allocation for the output, as
             FlashMLA's `out`; any h_kv).
 
     Returns:
