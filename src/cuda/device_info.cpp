@@ -1,33 +1,16 @@
 // Device queries for heuristics and for describe_backends(). describe_devices() reports a
 // missing GPU or driver as text and never throws, so introspection works on any machine.
-#include <array>
-#include <atomic>
 #include <cstdio>
+#include <exception>
 #include <string>
 
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/per_device_cache.h"
 #include "cuda/cuda_backend.h"
 
 namespace flashmla::cuda {
 
 namespace {
-
-// Devices whose attributes are cached; a larger index is simply queried every time.
-constexpr int kMaxCachedDevices = 64;
-
-// query(device_index), cached in `cache` (0 = not queried yet; concurrent first calls may both
-// query and store the same value).
-int cached_attribute(std::array<std::atomic<int>, kMaxCachedDevices>& cache, int device_index,
-                     int (*query)(int)) {
-  const bool cacheable = device_index >= 0 && device_index < kMaxCachedDevices;
-  if (cacheable) {
-    const int cached = cache[device_index].load(std::memory_order_relaxed);
-    if (cached > 0) return cached;
-  }
-  const int value = query(device_index);
-  if (cacheable) cache[device_index].store(value > 0 ? value : 1, std::memory_order_relaxed);
-  return value;
-}
 
 int query_sm_count(int device_index) {
   int sms = 0;
@@ -48,13 +31,13 @@ int query_peak_dram_gbps(int device_index) {
 }  // namespace
 
 int device_sm_count(int device_index) {
-  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
-  return cached_attribute(cache, device_index, query_sm_count);
+  static PerDeviceCache cache;
+  return cache.get(device_index, query_sm_count);
 }
 
 int device_peak_dram_gbps(int device_index) {
-  static std::array<std::atomic<int>, kMaxCachedDevices> cache{};
-  return cached_attribute(cache, device_index, query_peak_dram_gbps);
+  static PerDeviceCache cache;
+  return cache.get(device_index, query_peak_dram_gbps);
 }
 
 std::string describe_devices() {
@@ -75,17 +58,17 @@ std::string describe_devices() {
       continue;
     }
     char numbers[160];
-    int khz = 0, bits = 0;  // (peak DRAM bandwidth: it picks the dense decode kernel for few rows)
-    if (cudaDeviceGetAttribute(&khz, cudaDevAttrMemoryClockRate, i) != cudaSuccess ||
-        cudaDeviceGetAttribute(&bits, cudaDevAttrGlobalMemoryBusWidth, i) != cudaSuccess) {
+    int dram_gbps = 0;  // (it picks the dense decode kernel for few rows)
+    try {
+      dram_gbps = device_peak_dram_gbps(i);
+    } catch (const std::exception&) {
       cudaGetLastError();
-      khz = bits = 0;
     }
     std::snprintf(numbers, sizeof numbers,
                   "%d SMs, CC %d.%d, %.1f GiB, L2 %.0f MB, DRAM %.2f TB/s peak",
                   prop.multiProcessorCount, prop.major, prop.minor,
                   static_cast<double>(prop.totalGlobalMem) / (1u << 30),
-                  static_cast<double>(prop.l2CacheSize) / 1e6, 2.0 * khz * 1e3 * bits / 8 / 1e12);
+                  static_cast<double>(prop.l2CacheSize) / 1e6, dram_gbps / 1e3);
     s += "cuda:" + std::to_string(i) + " " + prop.name + ", " + numbers;
   }
   return s;

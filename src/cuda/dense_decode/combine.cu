@@ -10,13 +10,13 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <array>
-#include <atomic>
 #include <cmath>
 
 #include "core/decode_schedule.h"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/per_device_cache.h"
 #include "cuda/common/sm90_ptx.cuh"
+#include "cuda/cuda_backend.h"
 #include "cuda/dense_decode/config.h"
 #include "cuda/dense_decode/kernel.h"
 
@@ -148,20 +148,16 @@ __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
 // launches after the main kernel (b * s_q * h_q warps, 4096 blocks for D4; the main kernel's CTAs
 // hold every register until they exit), even when no request was split.
 int combine_wave_blocks() {
-  constexpr int kMaxDevices = 64;
-  static std::array<std::atomic<int>, kMaxDevices> cache{};
+  static PerDeviceCache cache;
   int dev = 0;
   FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
-  if (dev < kMaxDevices && cache[dev].load(std::memory_order_relaxed) > 0)
-    return cache[dev].load(std::memory_order_relaxed);
-  int sms = 0, per_sm = 0;
-  FLASHMLA_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  // (every instantiation has the same shape: 80 registers each, ptxas)
-  FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-      &per_sm, combine_kernel<__nv_bfloat16, 1>, kCombineWarpsPerBlock * 32, 0));
-  const int blocks = sms * (per_sm > 0 ? per_sm : 1);
-  if (dev < kMaxDevices) cache[dev].store(blocks, std::memory_order_relaxed);
-  return blocks;
+  return cache.get(dev, [](int device) {
+    int per_sm = 0;
+    // (every instantiation has the same shape: 80 registers each, ptxas)
+    FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        &per_sm, combine_kernel<__nv_bfloat16, 1>, kCombineWarpsPerBlock * 32, 0));
+    return device_sm_count(device) * (per_sm > 0 ? per_sm : 1);
+  });
 }
 
 }  // namespace
