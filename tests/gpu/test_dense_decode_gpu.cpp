@@ -86,6 +86,11 @@ std::vector<GpuCase> make_cases() {
       {2, 1, 140, 64, 2, 61, false, false, false, DType::kFloat16, 512},
       {2, 1, 4096, 128, 1, 64, false, false, false, DType::kBFloat16, 576, true},
       {3, 2, 2000, 128, 1, 64, true, true, false, DType::kFloat16, 512, true},
+      // 64 requests on 16 parts (8 q tiles): several chunks per CTA, so chunk boundaries inside
+      // a CTA (the next chunk's Q load, the producer running ahead across them), also around
+      // zero-length requests.
+      {64, 4, 140, 128, 1, 64, false, true, true},
+      {64, 2, 1000, 128, 1, 64, true, false, false, DType::kFloat16},
   };
   if (!full_tier()) return v;
   // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
