@@ -21,6 +21,7 @@ something that computes garbage.
 
 usage: time_flashmla.py --lib .fmla/_flashmla_C.abi3.so --cases CASES [--ours bench.csv]
                         [--csv out.csv]
+       (--lib .fmla/upstream: the upstream-built package of scripts/fetch-flashmla-ref instead)
 """
 from __future__ import annotations
 
@@ -93,19 +94,29 @@ class Inputs:
 
 
 class FlashMLA:
+    """vLLM's `_flashmla_C.abi3.so` (a torch op library; built without fast math), or a folder
+    holding upstream's `flash_mla` package (tokenspeed-flashmla's build: `flash_mla.cuda`, the
+    same entry point without the trailing argument)."""
+
     def __init__(self, lib):
-        torch.ops.load_library(lib)
-        self.op = torch.ops._flashmla_C.dense_decode_fwd
+        if lib.endswith(".so"):
+            torch.ops.load_library(lib)
+            op = torch.ops._flashmla_C.dense_decode_fwd
+            self.op = lambda *a: op(*a, None)
+        else:
+            sys.path.insert(0, lib)
+            import flash_mla.cuda as fm_cuda  # noqa: E402 (the folder given on the command line)
+            self.op = fm_cuda.dense_decode_fwd
 
     def plan_and_call(self, x):
         """First call: computes the scheduling metadata, kept for the timed calls."""
         out, lse, self.meta, self.splits = self.op(x.q, x.k, D_V, x.lens, x.table, x.scale,
-                                                   x.causal, None, None, None)
+                                                   x.causal, None, None)
         return out, lse
 
     def call(self, x):
         return self.op(x.q, x.k, D_V, x.lens, x.table, x.scale, x.causal, self.meta,
-                       self.splits, None)
+                       self.splits)
 
 
 def reference_rel_l2(x, out, lse, requests):
