@@ -25,6 +25,9 @@ __device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, in
   const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
   int64_t b = p.block_table[int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
   b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_L2_ONLY)  // diagnostic: every copy reads block 0 or 1
+  b = p.num_blocks > 1 ? pg % 2 : 0;
+#endif
   return {static_cast<int>(b), t - pg * page};
 }
 

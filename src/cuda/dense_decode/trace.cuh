@@ -13,6 +13,8 @@
 // Removing work, for finding what bounds a step (results are garbage in every one of these):
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_COPY=1     KV barriers complete at once (compute only)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_MMA=1      no wgmma (the load protocol and CUDA-core work)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_L2_ONLY=1     every KV copy reads cache block 0 or 1 (L2 hits:
+//                                               the copy path without DRAM; results wrong)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX=1  no max / exp (P = S)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_RESCALE=1  O never rescaled
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE=1   P never stored to shared memory
