@@ -1,0 +1,24 @@
+# Shared by scripts/ncu-clock and scripts/ncu-stalls (sourced, from the repository root): one
+# ncu profile of the 5th main-kernel launch, of a benchmark build or of a FlashMLA reference.
+scripts/fmla-lib >/dev/null  # unpacks .fmla/upstream.tgz when carried
+[ -f build-pack/bins.tgz ] && mkdir -p build-run && tar -C build-run -xzf build-pack/bins.tgz
+
+# ncu_ours CASE NAME METRICS: build-run/bench_NAME's pair kernel on CASE; ncu's text on stdout.
+ncu_ours() {
+  FLASHMLA_BENCH_CASES=$1 timeout 300 ncu --clock-control none -k regex:pair_kernel \
+    --launch-skip 4 --launch-count 1 --metrics "$3" "build-run/bench_$2" --gpu-only 2>&1
+}
+
+# ncu_fmla CASE LIB BENCH METRICS: FlashMLA (LIB, as time_flashmla.py --lib) on the shapes and
+# lengths of CASE, written to .fmla/cases-<case>.txt by build-run/bench_BENCH when missing.
+ncu_fmla() {
+  local lc
+  lc=$(echo "$1" | tr 'A-Z' 'a-z')
+  if [ ! -f ".fmla/cases-$lc.txt" ]; then
+    FLASHMLA_BENCH_CASES=$1 FLASHMLA_BENCH_CASES_FILE=".fmla/cases-$lc.txt" \
+      "build-run/bench_$3" --gpu-only >/dev/null 2>&1
+  fi
+  timeout 300 ncu --clock-control none -k regex:splitkv_mla --launch-skip 4 --launch-count 1 \
+    --metrics "$4" python3 bench/flashmla_ref/time_flashmla.py --lib "$2" \
+    --cases ".fmla/cases-$lc.txt" 2>&1
+}
