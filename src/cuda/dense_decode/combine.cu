@@ -48,14 +48,23 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
 // first_slot, num_splits} (warp-uniform, all 32 lanes). Latency-bound (a few hundred bytes per
 // slot), so the loads go out in as few dependent rounds as possible: the entry, then every
 // slot's lse together with the first batch of partial float4s (perf-journal.md, session 9).
+struct SplitEntry {
+  int req, first_slot, splits;
+};
+// The split list is the plan's (written before the main kernel started), so a warp may read its
+// entry before griddepcontrol.wait: one dependent round trip fewer after the main kernel ends.
+__device__ __forceinline__ SplitEntry read_entry(const int32_t* list, int64_t index) {
+  return {list[3 * index], list[3 * index + 1], list[3 * index + 2]};
+}
+
 template <typename T, int kF4>
-__device__ __forceinline__ void combine_item(const MainParams& p, const int32_t* entry,
+__device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
                                              int64_t rows_per_req, int64_t rem, int part,
                                              int lane) {
   constexpr int kBatch = slots_per_batch<kF4>();
-  const int64_t req = entry[0];
-  const int64_t first = entry[1];
-  const int splits = entry[2];
+  const int64_t req = e.req;
+  const int64_t first = e.first_slot;
+  const int splits = e.splits;
   const int i = static_cast<int>(rem / p.h_q);
   const int h = static_cast<int>(rem % p.h_q);
 
@@ -65,8 +74,9 @@ __device__ __forceinline__ void combine_item(const MainParams& p, const int32_t*
   const float4* src = reinterpret_cast<const float4*>(p.o_partial +
                                                       (first * rows_per_req + rem) * kDimV) +
                       part * 32 * kF4 + lane;
-  // (Read-only loads are safe here although ptxas may hoist them above griddepcontrol.wait:
-  // their addresses come from the entry's plain loads, which stay behind it.)
+  // The main kernel's partials are read with ld.global.cg, never ld.global.nc: a non-coherent
+  // load's address is known before griddepcontrol.wait (the entry is read before it), and
+  // ptxas may hoist such a load above the wait.
   float4 x[kBatch][kF4];
   auto load_batch = [&](int s0) {
 #pragma unroll
@@ -74,15 +84,15 @@ __device__ __forceinline__ void combine_item(const MainParams& p, const int32_t*
 #pragma unroll
       for (int v = 0; v < kF4; ++v)
         x[s][v] = s0 + s < splits
-                      ? __ldg(src + (s0 + s) * slot_stride4 + v * 32)
+                      ? __ldcg(src + (s0 + s) * slot_stride4 + v * 32)
                       : make_float4(0.f, 0.f, 0.f, 0.f);
   };
   load_batch(0);
 
   // Max and sum of exp over the slots' lse: lane l holds slot l's (slots past 32 strided).
-  const float my_lse = lane < splits ? lse_s[lane * rows_per_req] : -INFINITY;
+  const float my_lse = lane < splits ? __ldcg(lse_s + lane * rows_per_req) : -INFINITY;
   float mx = my_lse;
-  for (int s = lane + 32; s < splits; s += 32) mx = fmaxf(mx, lse_s[s * rows_per_req]);
+  for (int s = lane + 32; s < splits; s += 32) mx = fmaxf(mx, __ldcg(lse_s + s * rows_per_req));
 #pragma unroll
   for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
   float4 acc[kF4];
@@ -91,7 +101,8 @@ __device__ __forceinline__ void combine_item(const MainParams& p, const int32_t*
   float lse = INFINITY;
   if (mx > -INFINITY) {
     float sum = lane < splits ? expf(my_lse - mx) : 0.0f;
-    for (int s = lane + 32; s < splits; s += 32) sum += expf(lse_s[s * rows_per_req] - mx);
+    for (int s = lane + 32; s < splits; s += 32)
+      sum += expf(__ldcg(lse_s + s * rows_per_req) - mx);
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
     lse = mx + logf(sum);
@@ -101,7 +112,7 @@ __device__ __forceinline__ void combine_item(const MainParams& p, const int32_t*
       for (int s = 0; s < kBatch; ++s) {
         if (s0 + s >= splits) break;  // warp-uniform
         const float ls = s0 + s < 32 ? __shfl_sync(0xffffffff, my_lse, s0 + s)
-                                     : lse_s[(s0 + s) * rows_per_req];
+                                     : __ldcg(lse_s + (s0 + s) * rows_per_req);
         const float wgt = expf(ls - lse);
 #pragma unroll
         for (int v = 0; v < kF4; ++v) {
@@ -124,22 +135,26 @@ __device__ __forceinline__ void combine_item(const MainParams& p, const int32_t*
 // kParts items per row of the split list: consecutive warps on the parts of one row, then the
 // next row (the warps of the grid stride over them).
 template <typename T, int kParts>
-__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32)
+__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, kCombineMinBlocksPerSm)
     combine_kernel(const __grid_constant__ MainParams p) {
-  // Launched early by programmatic dependent launch: wait until the main kernel has finished
-  // and its partials are visible.
-  sm90::grid_dependency_wait();
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
   const int64_t n_split = view.num_split();  // 0: a whole-request schedule, nothing to merge
   const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
   const int lane = threadIdx.x % 32;
   const int64_t warps = int64_t{gridDim.x} * kCombineWarpsPerBlock;
   const int64_t items_per_req = rows_per_req * kParts;
-  for (int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
-       w < n_split * items_per_req; w += warps) {
+  const int64_t items = n_split * items_per_req;
+  int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
+  SplitEntry e{0, 0, 0};
+  if (w < items) e = read_entry(view.split_list(), w / items_per_req);
+  // Launched early by programmatic dependent launch: wait until the main kernel has finished
+  // and its partials are visible.
+  sm90::grid_dependency_wait();
+  for (; w < items; w += warps) {
     const int64_t in_req = w % items_per_req;
-    combine_item<T, 4 / kParts>(p, view.split_list() + 3 * (w / items_per_req), rows_per_req,
-                                in_req / kParts, static_cast<int>(in_req % kParts), lane);
+    combine_item<T, 4 / kParts>(p, e, rows_per_req, in_req / kParts,
+                                static_cast<int>(in_req % kParts), lane);
+    if (w + warps < items) e = read_entry(view.split_list(), (w + warps) / items_per_req);
   }
 }
 

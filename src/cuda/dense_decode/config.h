@@ -33,6 +33,12 @@ inline constexpr float kLn2 = 0.6931471805599453f;
 
 // Combine: one warp per (request, query, head) row; each lane owns kDimV / 32 columns.
 inline constexpr int kCombineWarpsPerBlock = 8;
+// Blocks per SM the combine is compiled for (__launch_bounds__): 3 x 8 warps at <= 80 registers,
+// where it needs no spills (4 blocks at 64 registers spill; session 14: no faster).
+#ifndef FLASHMLA_COMBINE_MIN_BLOCKS
+#define FLASHMLA_COMBINE_MIN_BLOCKS 3
+#endif
+inline constexpr int kCombineMinBlocksPerSm = FLASHMLA_COMBINE_MIN_BLOCKS;
 // Plan: threads that gather cache_seqlens into shared memory before one thread builds.
 inline constexpr int kPlanThreads = 256;
 inline constexpr int kPlanMaxBatch = 48 * 1024;  // int32 lengths in <= 192 KB of shared memory
