@@ -44,10 +44,7 @@ __device__ __forceinline__ void store4(T* dst, float4 v) {
   }
 }
 
-// Part `part` (kF4 x 128 columns) of row `rem` of the split-list entry `entry` {req,
-// first_slot, num_splits} (warp-uniform, all 32 lanes). Latency-bound (a few hundred bytes per
-// slot), so the loads go out in as few dependent rounds as possible: the entry, then every
-// slot's lse together with the first batch of partial float4s (perf-journal.md, session 9).
+// An entry of the schedule's split list.
 struct SplitEntry {
   int req, first_slot, splits;
 };
@@ -57,6 +54,10 @@ __device__ __forceinline__ SplitEntry read_entry(const int32_t* list, int64_t in
   return {list[3 * index], list[3 * index + 1], list[3 * index + 2]};
 }
 
+// Part `part` (kF4 x 128 columns) of row `rem` of the split-list entry `e` (warp-uniform, all 32
+// lanes). Latency-bound (a few hundred bytes per slot), so the loads go out in as few dependent
+// rounds as possible: every slot's lse together with the first batch of partial float4s
+// (perf-journal.md, sessions 9 and 14).
 template <typename T, int kF4>
 __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
                                              int64_t rows_per_req, int64_t rem, int part,
