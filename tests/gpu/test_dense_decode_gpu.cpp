@@ -267,8 +267,8 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
   // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
   // pair, seesaw and lockstep kernels on TMA tiles (whichever the launcher picks by default),
   // the pair kernel with clustered q tiles and multicast loads, each pair form also without its
-  // producer warpgroup (consumer lanes load), and the cp.async gather path must agree with the
-  // reference too.
+  // producer warpgroup (consumer lanes load), the pair kernel with Q by copies where it would
+  // take Q by TMA, and the cp.async gather path must agree with the reference too.
   struct Switch {
     const char* name;
     const char* value;
@@ -281,6 +281,7 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
          {Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1"}, Switch{"FLASHMLA_DENSE_DECODE_SEESAW", "1"},
           Switch{"FLASHMLA_DENSE_DECODE_LOCKSTEP", "1"},
           Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
+          Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_QLOAD", "copies"},
           Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
           Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
           Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {

@@ -98,6 +98,16 @@ __device__ __forceinline__ void tma_load_4d(uint32_t dst, const void* tmap, uint
       "l"(l2_policy)
       : "memory");
 }
+// 5-D form of the same copy (the Q tile: dims, heads of a kv head, kv head, query, request).
+__device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* tmap, uint32_t bar, int c0,
+                                            int c1, int c2, int c3, int c4, uint64_t l2_policy) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      ".L2::cache_hint [%0], [%1, {%2, %3, %4, %5, %6}], [%7], %8;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4),
+      "r"(bar), "l"(l2_policy)
+      : "memory");
+}
 // The same box multicast to the CTAs of `cta_mask` in the cluster: each receives it at offset
 // `dst` of its own shared memory and completes the bytes on its own mbarrier at offset `bar`.
 __device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void* tmap, uint32_t bar,

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -100,6 +101,46 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   return r == CUDA_SUCCESS;
 }
 
+// The pair kernel's Q tiles by TMA (p.q_tma): q as 5-D {d_qk, head in its kv head's
+// group, kv head, query, request}, box {64 dims, min(group, 64) heads, 1, 64 / that queries, 1},
+// so one box is one 64-row atom column of a q tile (row = query * group + head, the kernels' row
+// order) when the group divides 64 or is a multiple of it; queries past s_q are the copy engine's
+// zero fill. Returns false (the consumers' cp.async copies) for other groups and strides the copy
+// engine cannot take; FLASHMLA_DENSE_DECODE_QLOAD=copies forces that path (A/B, tests).
+bool make_q_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
+                       CUtensorMap* map) {
+  if (env_is("FLASHMLA_DENSE_DECODE_QLOAD", "copies")) return false;
+  const int64_t group = pb.h_q / pb.h_kv;
+  if (group % mla_decode::kRowsPerTile != 0 && mla_decode::kRowsPerTile % group != 0)
+    return false;
+  const TensorView& q = p.q;
+  if (q.stride[3] != 1) return false;
+  const int64_t row_bytes = int64_t{pb.d_qk} * 2;
+  // Strides of size-1 dimensions are never used: give them any legal value.
+  const int64_t head_stride = group > 1 ? q.stride[2] * 2 : row_bytes;
+  const int64_t kvh_stride = pb.h_kv > 1 ? q.stride[2] * 2 * group : row_bytes;
+  const int64_t query_stride = pb.s_q > 1 ? q.stride[1] * 2 : row_bytes;
+  const int64_t req_stride = pb.b > 1 ? q.stride[0] * 2 : row_bytes;
+  for (int64_t st : {head_stride, kvh_stride, query_stride, req_stride})
+    if (st % 16 != 0 || st <= 0 || st >= (int64_t{1} << 40)) return false;
+  const int64_t box_heads = std::min<int64_t>(group, mla_decode::kRowsPerTile);
+  const cuuint64_t dims[5] = {static_cast<cuuint64_t>(pb.d_qk), static_cast<cuuint64_t>(group),
+                              static_cast<cuuint64_t>(pb.h_kv), static_cast<cuuint64_t>(pb.s_q),
+                              static_cast<cuuint64_t>(pb.b)};
+  const cuuint64_t strides[4] = {
+      static_cast<cuuint64_t>(head_stride), static_cast<cuuint64_t>(kvh_stride),
+      static_cast<cuuint64_t>(query_stride), static_cast<cuuint64_t>(req_stride)};
+  const cuuint32_t box[5] = {mla_decode::kAtomDims, static_cast<cuuint32_t>(box_heads), 1,
+                             static_cast<cuuint32_t>(mla_decode::kRowsPerTile / box_heads), 1};
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode_tiled()(
+      map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
+      q.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
 // Kernel choice for page sizes that are multiples of 64 (docs/dense-decode-design.md, measured in
 // docs/perf-journal.md): above kSmallRows query rows per kv head, the pair kernel with
 // evict-first KV loads (the q tiles of a part share each block in L2). Up to kSmallRows the job is
@@ -119,6 +160,8 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 //                                                           warpgroup (consumer lanes load)
 //   FLASHMLA_DENSE_DECODE_L2PROMO = none | 64 | 128         L2 promotion of the KV tensor map
 //                                                           (default 256 B; make_kv_tensor_map)
+//   FLASHMLA_DENSE_DECODE_QLOAD = copies                    pair kernel: Q by the consumers'
+//                                                           cp.async copies, not TMA
 void choose_kernel(mla_decode::MainParams* m, int device_index) {
   constexpr int kSmallRows = 32;
   constexpr int kFastDramGbps = 4000;
@@ -191,13 +234,19 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
+  // Q by TMA: the pair kernel with its producer warpgroup, without clusters
+  CUtensorMap qmap{};
+  m.q_tma = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
+                    m.cluster_tiles == 1 && make_q_tensor_map(p, pb, &qmap)
+                ? 1
+                : 0;
 
   if (pb.is_fp16) {
-    if (pb.d_qk == 576) mla_decode::launch_main<__half, 576>(m, tmap, stream);
-    else mla_decode::launch_main<__half, 512>(m, tmap, stream);
+    if (pb.d_qk == 576) mla_decode::launch_main<__half, 576>(m, tmap, qmap, stream);
+    else mla_decode::launch_main<__half, 512>(m, tmap, qmap, stream);
   } else {
-    if (pb.d_qk == 576) mla_decode::launch_main<__nv_bfloat16, 576>(m, tmap, stream);
-    else mla_decode::launch_main<__nv_bfloat16, 512>(m, tmap, stream);
+    if (pb.d_qk == 576) mla_decode::launch_main<__nv_bfloat16, 576>(m, tmap, qmap, stream);
+    else mla_decode::launch_main<__nv_bfloat16, 512>(m, tmap, qmap, stream);
   }
   mla_decode::launch_combine(m, pb.is_fp16, stream);
 }

@@ -15,7 +15,8 @@
 // P0 before its own softmax, so K0's V_R half is free a softmax earlier). When the max stayed
 // put in all of WG1's rows (2^(m0 - m1) = 1, the usual case with the lazy max) its P1 V1_R
 // queues behind P0 V0_R without waiting for it.
-// A producer warpgroup (kLoadsProducer, pair_steps.cuh) issues every copy: every atom column of a
+// A producer warpgroup (kLoadsProducer, pair_steps.cuh) issues every copy (the Q tiles too where
+// a Q tensor map exists, pair_q_loader; else the consumers copy Q): every atom column of a
 // buffer has its own "full" mbarrier, every buffer part (V_L = atoms 0-3, V_R = atoms 4-7, RoPE
 // atom 8) an "empty" one on which the consumer warpgroup that read it last arrives: the RoPE atoms
 // at the start of a step (S is done), K0's V_L after P0 V0_L, K0's V_R after P0 V0_R, K1's V_R
@@ -51,6 +52,40 @@ inline constexpr int kConsumerRegs = 232;
 inline constexpr int kProducerRegs = 40;
 static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == 384 * 168,
               "setmaxnreg must redistribute exactly the CTA's launch registers");
+
+// The Q loader (p.q_tma): lane 0 of the producer's warp 2, idle otherwise, loads every chunk's
+// Q tile (kQAtoms boxes of 64 rows x 64 dims through the Q tensor map; rows past the last query
+// are the copy engine's zero fill) as soon as the consumers released the previous one on q_empty
+// (they arrive after the row-sum sync, when both warpgroups' last wgmmas, the readers of Q and of
+// P1 in Q's RoPE atom, are done). So the next chunk's Q streams in under the previous chunk's
+// output stores, and no consumer thread holds TMA operands (that cost the step ~100
+// uniform-register copies, session 14). Every chunk loads its tile, even one without blocks, so
+// load k of the CTA completes q_full's phase k (+1: kernel start), whose parity the consumers
+// take from the chunk index alone (one register fewer in the steps).
+template <int kDqk>
+__device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtensorMap* qmap,
+                                              uint32_t smem_base) {
+  using Plan = PairSmemPlan<kDqk>;
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  const int c_begin = view.part_begin()[cta_part()];
+  const int c_end = view.part_begin()[cta_part() + 1];
+  // Box origin: the tile's first row is (query row_base / group, head row_base % group); the
+  // map's box covers 64 rows from there (make_q_tensor_map).
+  const int row_base = cta_qtile() * kRowsPerTile;
+  const int head0 = row_base % p.group, query0 = row_base / p.group;
+  const uint32_t full = smem_base + Plan::kQFull;
+  const uint32_t empty = smem_base + Plan::kQEmpty;
+  const uint64_t policy = sm90::l2_policy_evict_first();
+  for (int c = c_begin; c < c_end; ++c) {
+    sm90::mbarrier_wait(empty, ((c - c_begin) & 1) ^ 1);  // a fresh barrier passes
+    sm90::mbarrier_arrive_expect_tx(full, Plan::kQAtoms * kAtomBytes);
+    const int req = view.chunks()[c].req;
+#pragma unroll 1
+    for (int a = 0; a < Plan::kQAtoms; ++a)
+      sm90::tma_load_5d(smem_base + Plan::kQ + a * kAtomBytes, qmap, full, a * kAtomDims, head0,
+                        blockIdx.y, query0, req, policy);
+  }
+}
 
 // The producer warpgroup's loop (kLoadsProducer): lane 0 of warp 0 loads the even blocks of every
 // chunk into K0, lane 0 of warp 1 the odd ones into K1, each part as soon as the consumers
@@ -95,7 +130,8 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
 
 template <typename T, int kDqk, int kLoads>
 __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
-    pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
+    pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
+                const __grid_constant__ CUtensorMap qmap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = PairSmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
@@ -117,6 +153,15 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars + 8 * a, 1);
       for (int h = 0; h < kBufferParts; ++h)
         sm90::mbarrier_init(empty + 8 * h, static_cast<int>(csize));
+      if (kLoads == kLoadsProducer && p.q_tma) {
+        const uint32_t q_full = sm90::smem_addr(smem + Plan::kQFull);
+        sm90::mbarrier_init(q_full, 1);
+        sm90::mbarrier_init(sm90::smem_addr(smem + Plan::kQEmpty), 1);
+        // An odd first chunk: phase 0 completes now, so chunk c's tile completes the phase of
+        // parity c & 1 (pair_q_loader).
+        const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+        if (view.part_begin()[cta_part()] & 1) sm90::mbarrier_arrive(q_full);
+      }
       sm90::fence_mbarrier_init();
     }
   }
@@ -129,6 +174,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       const int warp = (threadIdx.x - kThreads) / 32;
       if (threadIdx.x % 32 == 0 && warp < 2)
         pair_producer<kDqk, kLoads>(p, &tmap, sm90::smem_addr(smem), warp);
+      if (kLoads == kLoadsProducer && p.q_tma && threadIdx.x % 32 == 0 && warp == 2)
+        pair_q_loader<kDqk>(p, &qmap, sm90::smem_addr(smem));
       // no CTA leaves while its peer may still copy into it or arrive on its barriers
       if constexpr (csize > 1) sm90::cluster_sync();
       return;
@@ -174,6 +221,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   // Parity of the next completion of this warpgroup's buffer (WG0: K0, WG1: K1). Every load of
   // a buffer is consumed by exactly one S of its warpgroup, so phases stay in step across chunks.
   uint32_t parity = 0;
+  const bool q_tma = kLoads == kLoadsProducer && p.q_tma;
 
   for (int c = c_begin; c < c_end; ++c) {
     const sched::Chunk ch = view.chunks()[c];
@@ -211,12 +259,18 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         }
       }
     }
-    // (the Q tiles of later chunks were issued before the previous chunk's output stores)
-    if (c == c_begin && n_blocks > 0) load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
-    sm90::cp_async_commit();
-    sm90::cp_async_wait<0>();
-    PAIR_TRACE_CHUNK(7);
-    sm90::fence_proxy_async();
+    if (q_tma) {
+      sm90::mbarrier_wait(sm90::smem_addr(smem + Plan::kQFull), c & 1);
+      PAIR_TRACE_CHUNK(7);
+    } else {
+      // (the Q tiles of later chunks were issued before the previous chunk's output stores)
+      if (c == c_begin && n_blocks > 0)
+        load_q_tile<kDqk>(p, req, kvh, row_base, valid_rows, q_addr);
+      sm90::cp_async_commit();
+      sm90::cp_async_wait<0>();
+      PAIR_TRACE_CHUNK(7);
+      sm90::fence_proxy_async();
+    }
     if (tid < kRowsPerTile) m_smem[tid] = -INFINITY;
     consumers_sync<kProducer>();  // Q visible to the tensor cores, running max reset
     PAIR_TRACE_CHUNK(1);
@@ -443,7 +497,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     const float m_final[2] = {m_smem[my_row[0]], m_smem[my_row[1]]};
     // The next chunk's Q copies go out before this chunk's output stores: both warpgroups'
     // last wgmmas (the readers of Q and of P1, which lives in Q's RoPE atom) are done.
-    if (c + 1 < c_end) {
+    if (q_tma) {  // the Q loader may refill Q now
+      if (tid == 0) sm90::mbarrier_arrive(sm90::smem_addr(smem + Plan::kQEmpty));
+    } else if (c + 1 < c_end) {
       const ChunkSpan next = chunk_span<csize>(p, view.chunks()[c + 1], row_base);
       if (next.n_blocks > 0) load_q_tile<kDqk>(p, next.req, kvh, row_base, valid_rows, q_addr);
     }

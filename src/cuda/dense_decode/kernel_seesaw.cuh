@@ -61,7 +61,8 @@ __device__ __forceinline__ void issue_pv_half(float (&o)[128], uint64_t desc_p, 
 
 template <typename T, int kDqk>
 __global__ void __launch_bounds__(kThreads, 1)
-    seesaw_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap) {
+    seesaw_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
+                const __grid_constant__ CUtensorMap qmap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;

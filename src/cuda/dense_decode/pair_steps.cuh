@@ -93,6 +93,12 @@ inline constexpr int kBufferParts = 6;
 //                   second atom and multicasts it to both, so a block crosses L2 -> SM once per
 //                   cluster; a part is refilled only after both CTAs released it (slower: A/B).
 //   kLoadsProducerCluster  the producer warpgroup with the cluster's multicast copies.
+// With kLoadsProducer the Q tiles come by TMA too where a Q tensor map exists (p.q_tma; group
+// sizes that divide 64 or are multiples of it): the producer's otherwise idle warp 2 loads them
+// (pair_q_loader); else the consumers copy them with cp.async. A run-time switch, not a fifth
+// mode: the instantiation without the copies' code lost 0.7 % on D3 / D4 to its register
+// allocation (session 15: the Q descriptor's base left the uniform registers, an R2UR before
+// every S).
 // Each load is used and released exactly once, so the barriers' phases stay in step across
 // chunks. Only the rarely used variants pay for their code: each is its own instantiation.
 enum LoadMode : int {

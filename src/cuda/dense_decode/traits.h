@@ -41,6 +41,7 @@ struct MainParams {
   int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint, else evict-first
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
   int out_vec16;            // out's rows start on 16-byte boundaries: 16-byte output stores
+  int q_tma;                // pair kernel: Q tiles by TMA from the producer (a Q map exists)
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
   long long* trace;         // pair kernel clock64 timeline (builds with
@@ -84,6 +85,7 @@ struct SmemPlan {
 //   bars     [2][kQAtoms] uint64 mbarriers: one per atom column of k0 and k1
 //   empty    [6] uint64 mbarriers: buffer parts (k0, k1 x V_L, V_R, RoPE) released by every CTA of
 //            the cluster (they receive each other's multicast copies)
+//   q_full, q_empty  uint64 mbarriers of the Q tile loaded by TMA (p.q_tma)
 template <int kDqk>
 struct PairSmemPlan {
   static constexpr int kQAtoms = kDqk / kAtomDims;
@@ -100,7 +102,9 @@ struct PairSmemPlan {
   static constexpr int kRowSum = kScale1 + kRowsPerTile * 4;
   static constexpr int kBars = kRowSum + kWarpgroups * kRowsPerTile * 4;
   static constexpr int kEmpty = kBars + 2 * kQAtoms * 8;
-  static constexpr int kEnd = kEmpty + 6 * 8;
+  static constexpr int kQFull = kEmpty + 6 * 8;
+  static constexpr int kQEmpty = kQFull + 8;
+  static constexpr int kEnd = kQEmpty + 8;
   static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
   static_assert(kQAtoms == kDimV / kAtomDims || kRopeInRegs, "d_qk must be 512 or 576");
   static_assert(kBytes <= 227 * 1024, "shared memory plan exceeds the sm_90 per-block limit");
