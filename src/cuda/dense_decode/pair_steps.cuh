@@ -378,6 +378,22 @@ __device__ __forceinline__ void store_fragments(uint8_t* p_smem, const uint32_t 
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE)  // diagnostic build: P never stored
   return;
 #endif
+#if defined(FLASHMLA_DENSE_DECODE_PSTORE_STSM)  // A/B: four stmatrix.x4 instead of 16 STS.32
+  // Fragment register 2 j + h is 8 x 8 matrix (h, j) of the warp's 16 rows (h: rows + 8 h, j:
+  // the 16-byte column chunk); instruction g stores matrices (0, 2g), (1, 2g), (0, 2g+1),
+  // (1, 2g+1), lanes 8k .. 8k + 7 addressing the rows of the k-th.
+  {
+    const int lane = threadIdx.x % 32;
+    const int k = lane / 8;
+    const int row = my_row[0] - lane / 4 + 8 * (k & 1) + lane % 8;
+    const uint32_t base = sm90::smem_addr(p_smem);
+#pragma unroll
+    for (int g = 0; g < 4; ++g)
+      sm90::stmatrix_x4(base + sm90::swizzle128_offset(row, 2 * g + (k >> 1)), pb[4 * g],
+                        pb[4 * g + 1], pb[4 * g + 2], pb[4 * g + 3]);
+    return;
+  }
+#endif
 #pragma unroll
   for (int j = 0; j < 8; ++j)
 #pragma unroll
