@@ -114,6 +114,11 @@ INSTANTIATE_TEST_SUITE_P(Cases, DenseDecode,
     }
   }
   if (c != n_chunks) return fail() << "chunk " << c << " belongs to no request in order";
+  // The combine sizes its tiles by the most chunks of one request.
+  int32_t most = 1;
+  for (int64_t r = 0; r < b; ++r) most = std::max(most, v.num_splits()[r]);
+  if (v.max_splits() != most)
+    return fail() << "max_splits " << v.max_splits() << ", most chunks of a request " << most;
   if (n_split != v.num_split())
     return fail() << "split list has " << v.num_split() << " entries, " << n_split
                   << " requests are split";

@@ -17,7 +17,8 @@
 //
 // sched_meta layout (int32), P = num_parts, B = b:
 //   [0, 8)                      header: kMagic, B, P, num_chunks, num_slots, kTileTokens,
-//                               num_split (requests with more than one chunk), 0
+//                               num_split (requests with more than one chunk), max_splits (the
+//                               most chunks of one request; sizes the combine's tiles)
 //   [8, 8 + P + 1)              part_begin: part p owns chunks [part_begin[p], part_begin[p+1])
 //   then 4 * (B + P)            chunks: {req, tile_begin, tile_end, slot}, slot -1 = direct
 //   then B                      num_splits[r]: chunks of request r
@@ -79,6 +80,7 @@ struct View {
   FLASHMLA_HD int32_t num_chunks() const { return base[3]; }
   FLASHMLA_HD int32_t num_slots() const { return base[4]; }
   FLASHMLA_HD int32_t num_split() const { return base[6]; }
+  FLASHMLA_HD int32_t max_splits() const { return base[7]; }
 };
 
 FLASHMLA_HD int32_t tiles_of(int64_t tokens) {
@@ -108,6 +110,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   int32_t* first_slot = v.first_slot();
   int32_t* split_list = v.split_list();
   int32_t n_split = 0;
+  int32_t most_splits = 1;
 
   int part = 0;
   int64_t filled = 0;
@@ -183,6 +186,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     const int32_t k = n_chunks - chunk0;
     num_splits[r] = k;
     first_slot[r] = k > 1 ? n_slots : -1;
+    if (k > most_splits) most_splits = k;
     if (k > 1) {
       split_list[3 * n_split + 0] = static_cast<int32_t>(r);
       split_list[3 * n_split + 1] = n_slots;
@@ -202,7 +206,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   h[4] = n_slots;
   h[5] = kTileTokens;
   h[6] = n_split;
-  h[7] = 0;
+  h[7] = most_splits;
 }
 
 }  // namespace flashmla::sched

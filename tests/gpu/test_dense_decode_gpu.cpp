@@ -91,6 +91,10 @@ std::vector<GpuCase> make_cases() {
       // zero-length requests.
       {64, 4, 140, 128, 1, 64, false, true, true},
       {64, 2, 1000, 128, 1, 64, true, false, false, DType::kFloat16},
+      // One long request on 132 parts: ~40 chunks (the bulk combine's slots past one warp's
+      // lanes) and ~128 chunks (more than a bulk tile holds: its row-per-warp path).
+      {1, 1, 5000, 64, 1, 64, false, false, false},
+      {1, 1, 16384, 16, 1, 64, false, false, false},
   };
   if (!full_tier()) return v;
   // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
@@ -282,6 +286,7 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
           Switch{"FLASHMLA_DENSE_DECODE_LOCKSTEP", "1"},
           Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
           Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_QLOAD", "copies"},
+          Switch{"FLASHMLA_DENSE_DECODE_COMBINE", "bulk"},
           Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
           Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
           Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {
@@ -316,9 +321,14 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
                                    cudaMemcpyDeviceToHost));
     alt_outs.emplace_back("out 8 bytes off 16-byte alignment", std::move(alt));
   }
-  for (const auto& [what, alt] : alt_outs)
+  for (const auto& [what, alt] : alt_outs) {
     EXPECT_TRUE(all_close("out with " + what, alt.to_doubles(), ref_out.to_doubles(),
                           alt.shape(), {8e-4, 2.0 / 128}));
+    // The two combine kernels do the same arithmetic in the same order.
+    if (what.find("COMBINE=bulk") != std::string::npos)
+      EXPECT_TRUE(bytes_equal("out, row-per-warp vs bulk combine", out[0].bytes(), alt.bytes(),
+                              out[0].storage_bytes()));
+  }
 
   const std::vector<double> got_o = out[0].to_doubles(), ref_o = ref_out.to_doubles();
   EXPECT_TRUE(all_close("out", got_o, ref_o, out[0].shape(), {8e-4, 2.0 / 128}));

@@ -134,18 +134,15 @@ __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
 }
 
 // kParts items per row of the split list: consecutive warps on the parts of one row, then the
-// next row (the warps of the grid stride over them).
+// next row (`warps` warps from warp `w` on stride over them).
 template <typename T, int kParts>
-__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, kCombineMinBlocksPerSm)
-    combine_kernel(const __grid_constant__ MainParams p) {
+__device__ __forceinline__ void combine_rows(const MainParams& p, int64_t w, int64_t warps) {
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
   const int64_t n_split = view.num_split();  // 0: a whole-request schedule, nothing to merge
   const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
   const int lane = threadIdx.x % 32;
-  const int64_t warps = int64_t{gridDim.x} * kCombineWarpsPerBlock;
   const int64_t items_per_req = rows_per_req * kParts;
   const int64_t items = n_split * items_per_req;
-  int64_t w = int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32;
   SplitEntry e{0, 0, 0};
   if (w < items) e = read_entry(view.split_list(), w / items_per_req);
   // Launched early by programmatic dependent launch: wait until the main kernel has finished
@@ -156,6 +153,164 @@ __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, kCombineMinBlocksP
     combine_item<T, 4 / kParts>(p, e, rows_per_req, in_req / kParts,
                                 static_cast<int>(in_req % kParts), lane);
     if (w + warps < items) e = read_entry(view.split_list(), (w + warps) / items_per_req);
+  }
+}
+
+template <typename T, int kParts>
+__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, kCombineMinBlocksPerSm)
+    combine_kernel(const __grid_constant__ MainParams p) {
+  combine_rows<T, kParts>(p, int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32,
+                          int64_t{gridDim.x} * kCombineWarpsPerBlock);
+}
+
+// ---- The bulk combine (A/B switch FLASHMLA_DENSE_DECODE_COMBINE=bulk; slower so far, see
+// perf-journal.md, session 16): one CTA per SM, partials brought into shared memory by bulk
+// copies ----
+// The row-per-warp kernel above holds a batch of slots in registers, so an SM has ~100 KB in
+// flight and a row of many slots (L6: 34) or many rows (L3: 4,096) take several dependent rounds
+// of L2 round trips. Here a tile is `rows` consecutive rows of one split request: its partials
+// are, per slot, one contiguous run of rows x 2 KB, so thread 0 brings a whole tile in with one
+// bulk copy per slot (two tiles in flight, ~190 KB per SM), while the warps compute the tile's
+// weights from the lse; then every thread sums float4 columns from shared memory. Rows per tile:
+// as many as fit (tile rows x slots <= kBulkPairs) but no more than a fair share of the rows per
+// CTA, so small combines still spread over every SM. Same arithmetic, in the same order, as
+// combine_item: bitwise the same results.
+inline constexpr int kBulkThreads = 256;
+inline constexpr int kBulkWarps = kBulkThreads / 32;
+inline constexpr int kBulkRowBytes = kDimV * 4;  // one slot's partial of one row
+inline constexpr int kBulkPairs = 48;            // (row, slot) pairs of a tile
+inline constexpr int kBulkStageBytes = kBulkPairs * kBulkRowBytes;
+inline constexpr int kBulkStages = 2;
+inline constexpr int kBulkWeights = kBulkStages * kBulkStageBytes;       // float [stage][pairs]
+inline constexpr int kBulkRowLse = kBulkWeights + kBulkStages * kBulkPairs * 4;  // float [stage][rows]
+inline constexpr int kBulkBars = kBulkRowLse + kBulkStages * kBulkPairs * 4;     // uint64 [stage]
+inline constexpr int kBulkSmemBytes = kBulkBars + kBulkStages * 8;
+
+// Tile t of the launch: split entry t / tiles_per_req, rows [r0, r0 + rows).
+struct BulkTile {
+  SplitEntry e;
+  int64_t r0;
+  int rows;
+};
+__device__ __forceinline__ BulkTile bulk_tile(const int32_t* list, int64_t t,
+                                              int64_t tiles_per_req, int tile_rows,
+                                              int64_t rows_per_req) {
+  BulkTile b;
+  b.e = read_entry(list, t / tiles_per_req);
+  b.r0 = (t % tiles_per_req) * tile_rows;
+  b.rows = static_cast<int>(min(int64_t{tile_rows}, rows_per_req - b.r0));
+  return b;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kBulkThreads, 1)
+    combine_bulk_kernel(const __grid_constant__ MainParams p) {
+  const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  const int max_splits = view.max_splits();
+  if (max_splits > kBulkPairs) {
+    // A request in more chunks than a tile holds slots: the row-per-warp path (quarter rows when
+    // the grid's warps cover them that way).
+    const int64_t warps = int64_t{gridDim.x} * kBulkWarps;
+    const int64_t w = int64_t{blockIdx.x} * kBulkWarps + threadIdx.x / 32;
+    if (int64_t{view.num_split()} * p.s_q * p.h_q * 4 <= warps)
+      combine_rows<T, 4>(p, w, warps);
+    else
+      combine_rows<T, 1>(p, w, warps);
+    return;
+  }
+  extern __shared__ __align__(1024) uint8_t smem[];
+  float* weights = reinterpret_cast<float*>(smem + kBulkWeights);
+  float* row_lse = reinterpret_cast<float*>(smem + kBulkRowLse);
+  const uint32_t data = sm90::smem_addr(smem);
+  const uint32_t bars = sm90::smem_addr(smem + kBulkBars);
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+
+  const int64_t n_split = view.num_split();
+  const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
+  const int64_t fair = (n_split * rows_per_req + gridDim.x - 1) / gridDim.x;
+  const int tile_rows = static_cast<int>(
+      max(int64_t{1}, min(min(int64_t{kBulkPairs / max(max_splits, 1)}, fair), rows_per_req)));
+  const int64_t tiles_per_req = (rows_per_req + tile_rows - 1) / tile_rows;
+  const int64_t n_tiles = n_split * tiles_per_req;
+  const int64_t stride = gridDim.x;
+  const int32_t* list = view.split_list();
+
+  if (tid == 0) {
+    for (int s = 0; s < kBulkStages; ++s) sm90::mbarrier_init(bars + 8 * s, 1);
+    sm90::fence_mbarrier_init();
+  }
+  __syncthreads();
+  // Launched early by programmatic dependent launch: the partials are the main kernel's.
+  sm90::grid_dependency_wait();
+  const auto issue = [&](int64_t t, int stage) {  // thread 0: the tile's partials, slot by slot
+    const BulkTile b = bulk_tile(list, t, tiles_per_req, tile_rows, rows_per_req);
+    const uint32_t bytes = static_cast<uint32_t>(b.rows) * kBulkRowBytes;
+    const uint32_t bar = bars + 8 * stage;
+    sm90::mbarrier_arrive_expect_tx(bar, bytes * static_cast<uint32_t>(b.e.splits));
+    for (int s = 0; s < b.e.splits; ++s)
+      sm90::bulk_load(data + stage * kBulkStageBytes + s * bytes,
+                      p.o_partial + ((int64_t{b.e.first_slot} + s) * rows_per_req + b.r0) * kDimV,
+                      bytes, bar);
+  };
+  if (tid == 0) {
+    for (int s = 0; s < kBulkStages; ++s)
+      if (blockIdx.x + s * stride < n_tiles) issue(blockIdx.x + s * stride, s);
+  }
+  int k = 0;
+  for (int64_t t = blockIdx.x; t < n_tiles; t += stride, ++k) {
+    const int stage = k % kBulkStages;
+    const BulkTile b = bulk_tile(list, t, tiles_per_req, tile_rows, rows_per_req);
+    const int splits = b.e.splits;
+    float* w_s = weights + stage * kBulkPairs;  // [slot][row]
+    // Weights, one warp per row (combine_item's arithmetic), while the copies are in flight.
+    for (int r = warp; r < b.rows; r += kBulkWarps) {
+      const int64_t rem = b.r0 + r;
+      const float* lse_s = p.lse_partial + int64_t{b.e.first_slot} * rows_per_req + rem;
+      const float l0 = lane < splits ? __ldcg(lse_s + lane * rows_per_req) : -INFINITY;
+      const float l1 = lane + 32 < splits ? __ldcg(lse_s + (lane + 32) * rows_per_req) : -INFINITY;
+      float mx = fmaxf(l0, l1);
+#pragma unroll
+      for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
+      float lse = INFINITY;
+      if (mx > -INFINITY) {
+        float sum = lane < splits ? expf(l0 - mx) : 0.0f;
+        if (lane + 32 < splits) sum += expf(l1 - mx);
+#pragma unroll
+        for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
+        lse = mx + logf(sum);
+        if (lane < splits) w_s[lane * b.rows + r] = expf(l0 - lse);
+        if (lane + 32 < splits) w_s[(lane + 32) * b.rows + r] = expf(l1 - lse);
+      }
+      if (lane == 0) {
+        row_lse[stage * kBulkPairs + r] = lse;
+        const int i = static_cast<int>(rem / p.h_q), h = static_cast<int>(rem % p.h_q);
+        p.lse[b.e.req * p.lse_stride[0] + h * p.lse_stride[1] + i * p.lse_stride[2]] = lse;
+      }
+    }
+    __syncthreads();  // weights in shared memory
+    sm90::mbarrier_wait(bars + 8 * stage, (k / kBulkStages) & 1);
+    const float4* x = reinterpret_cast<const float4*>(smem + stage * kBulkStageBytes);
+    for (int idx = tid; idx < b.rows * (kDimV / 4); idx += kBulkThreads) {
+      const int r = idx / (kDimV / 4), c4 = idx % (kDimV / 4);
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (row_lse[stage * kBulkPairs + r] != INFINITY) {  // every slot empty: out = 0
+        for (int s = 0; s < splits; ++s) {
+          const float wgt = w_s[s * b.rows + r];
+          const float4 v = x[(s * b.rows + r) * (kDimV / 4) + c4];
+          acc.x += wgt * v.x;
+          acc.y += wgt * v.y;
+          acc.z += wgt * v.z;
+          acc.w += wgt * v.w;
+        }
+      }
+      const int64_t rem = b.r0 + r;
+      const int i = static_cast<int>(rem / p.h_q), h = static_cast<int>(rem % p.h_q);
+      store4<T>(static_cast<T*>(p.out) + b.e.req * p.out_stride[0] + i * p.out_stride[1] +
+                    h * p.out_stride[2] + c4 * 4,
+                acc);
+    }
+    __syncthreads();  // the stage's data and weights consumed
+    if (tid == 0 && t + kBulkStages * stride < n_tiles) issue(t + kBulkStages * stride, stage);
   }
 }
 
@@ -176,12 +331,47 @@ int combine_wave_blocks() {
   });
 }
 
+// The bulk combine's launch: one CTA per SM, its dynamic shared memory allowed once per device.
+void launch_combine_bulk(const MainParams& p, bool is_fp16, cudaStream_t stream) {
+  static PerDeviceCache cache;
+  int dev = 0;
+  FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
+  const int sms = cache.get(dev, [](int device) {
+    FLASHMLA_CUDA_CHECK(cudaFuncSetAttribute(combine_bulk_kernel<__nv_bfloat16>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             kBulkSmemBytes));
+    FLASHMLA_CUDA_CHECK(cudaFuncSetAttribute(combine_bulk_kernel<__half>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             kBulkSmemBytes));
+    return device_sm_count(device);
+  });
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr.val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>(sms));
+  config.blockDim = dim3(kBulkThreads);
+  config.dynamicSmemBytes = kBulkSmemBytes;
+  config.stream = stream;
+  config.attrs = &attr;
+  config.numAttrs = 1;
+  if (is_fp16)
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_bulk_kernel<__half>, p));
+  else
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&config, combine_bulk_kernel<__nv_bfloat16>, p));
+  FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode combine_bulk_kernel");
+}
+
 }  // namespace
 
 void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE)  // diagnostic build: partials never merged
   return;
 #endif
+  if (p.combine_bulk) {
+    launch_combine_bulk(p, is_fp16, stream);
+    return;
+  }
   // Rows cut in quarters when one pass of the grid's warps covers them that way even if the
   // most requests the schedule can split were split (each of its num_parts - 1 part boundaries
   // cuts at most one request): few rows of many slots (L6: 128 rows of 34 slots) spread over more

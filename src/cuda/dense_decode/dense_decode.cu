@@ -162,6 +162,9 @@ bool make_q_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
 //                                                           (default 256 B; make_kv_tensor_map)
 //   FLASHMLA_DENSE_DECODE_QLOAD = copies                    pair kernel: Q by the consumers'
 //                                                           cp.async copies, not TMA
+//   FLASHMLA_DENSE_DECODE_COMBINE = bulk                    the combine's bulk-copy kernel
+//                                                           (slower so far: perf-journal.md,
+//                                                           session 16)
 void choose_kernel(mla_decode::MainParams* m, int device_index) {
   constexpr int kSmallRows = 32;
   constexpr int kFastDramGbps = 4000;
@@ -181,6 +184,7 @@ void choose_kernel(mla_decode::MainParams* m, int device_index) {
   m->cluster_tiles = 1;
   const int q_tiles = (m->rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
   if (env_is("FLASHMLA_DENSE_DECODE_GRID", "cluster") && q_tiles % 2 == 0) m->cluster_tiles = 2;
+  m->combine_bulk = env_is("FLASHMLA_DENSE_DECODE_COMBINE", "bulk") ? 1 : 0;
 }
 
 }  // namespace

@@ -78,6 +78,12 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
   const uint64_t policy = sm90::l2_policy_evict_first();
   for (int c = c_begin; c < c_end; ++c) {
     sm90::mbarrier_wait(empty, ((c - c_begin) & 1) ^ 1);  // a fresh barrier passes
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_Q_ONCE)  // diagnostic: later chunks reuse the first Q
+    if (c > c_begin) {
+      sm90::mbarrier_arrive(full);
+      continue;
+    }
+#endif
     sm90::mbarrier_arrive_expect_tx(full, Plan::kQAtoms * kAtomBytes);
     const int req = view.chunks()[c].req;
 #pragma unroll 1
@@ -504,8 +510,12 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       if (next.n_blocks > 0) load_q_tile<kDqk>(p, next.req, kvh, row_base, valid_rows, q_addr);
     }
     PAIR_TRACE_CHUNK(6);
+#if !defined(FLASHMLA_DENSE_DECODE_PROBE_NO_OUTPUT)  // diagnostic: the stores' share
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
+#else
+    if (o[0] == 12345.0f && m_final[0] == 1.0f) reinterpret_cast<float*>(p.out)[tid] = o[tid & 127];
+#endif
     PAIR_TRACE_CHUNK(4);
   }
   PAIR_TRACE_KERNEL(1);

@@ -140,13 +140,7 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   loads ^= 1u << h;
   const int blk = at.blk, row = at.row;
   const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0u;
-#if defined(FLASHMLA_DENSE_DECODE_EVICT_LAST_QTILE)
-  // A/B (not run yet): only the part's last q tile marks a block evict-first, so the lines stay
-  // in L2 for sibling q tiles that lag behind (a drift that cost D4 5.7 % with P by stmatrix).
-  const bool evict_normal = p.kv_evict_normal || (cta_qtile() + 1) * kRowsPerTile < p.rows;
-#else
   const bool evict_normal = p.kv_evict_normal;
-#endif
   const uint64_t policy =
       evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_COPY)  // diagnostic build: barriers complete at once

@@ -26,6 +26,10 @@
 //                                               q tiles on consecutive / strided SM ids (only
 //                                               for grids of one CTA per SM, one kv head)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_COMBINE=1  the combine kernel is never launched
+//   -DFLASHMLA_DENSE_DECODE_PROBE_NO_OUTPUT=1   the pair kernel stores no output (its chunk
+//                                               boundaries without the stores)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_Q_ONCE=1      the Q loader (Q by TMA) loads only a CTA's first
+//                                               chunk's tile; later chunks reuse it
 //   -DFLASHMLA_SCHED_PROBE_NEVER_WHOLE=1        the schedule always splits to balance (the GPU
 //                                               plan kernel; no whole-request schedules)
 #pragma once
