@@ -10,8 +10,8 @@
 // A request cut by part boundaries becomes several "chunks", each written to its own partial
 // slot, merged by the combine step; a request with one chunk is written straight to the output.
 // Splitting buys balance but costs float32 partials and the combine, so when whole requests,
-// packed in order, fit in parts at most 1/kWholeSlackDiv above the balanced size (e.g. a batch of
-// equal lengths larger than num_parts), no request is split.
+// packed in order, fit in parts at most 1/kWholeSlackDiv and at most kSplitGainTiles above the
+// balanced size (e.g. a batch of equal, short lengths larger than num_parts), no request is split.
 // Every request, even one with 0 tokens, has at least one chunk (whoever owns it writes out = 0
 // and lse = +inf).
 //
@@ -46,6 +46,11 @@ inline constexpr int kFixedCostTiles = 5;
 // L3 -14 %, L4 / L6 unchanged).
 inline constexpr int kMinChunkTiles = 2;
 inline constexpr int kWholeSlackDiv = 25;  // whole-request parts may be 4 % above balanced
+// ... and at most this many tiles: a split costs every split request an extra chunk boundary,
+// float32 partials and the combine's pass over them (~12 µs on 128 requests, H200), and 132 busy
+// SMs clock lower than 128, so only long requests gain (perf-journal.md, session 17, H200, kernel
+// time split vs whole: D2 at 8 tiles of excess +3.5 %, D4 at 16 +-0 %, D3 at 31 -0.7 %).
+inline constexpr int kSplitGainTiles = 20;
 inline constexpr int kHeaderElems = 8;
 inline constexpr int kChunkElems = 4;
 
@@ -129,7 +134,8 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   };
 
   // Whole requests, if they fit in num_parts parts of capacity `cap` packed in order.
-  const int64_t cap = balanced + balanced / kWholeSlackDiv;
+  const int64_t slack = balanced / kWholeSlackDiv;
+  const int64_t cap = balanced + (slack < kSplitGainTiles ? slack : kSplitGainTiles);
   bool whole = true;
   {
     int used = 1;

@@ -95,6 +95,10 @@ std::vector<GpuCase> make_cases() {
       // lanes) and ~128 chunks (more than a bulk tile holds: its row-per-warp path).
       {1, 1, 5000, 64, 1, 64, false, false, false},
       {1, 1, 16384, 16, 1, 64, false, false, false},
+      // 24 requests on 66 parts, each split in 2-4 pieces: a partial q tile (63 rows per kv
+      // head) and two kv heads, zero lengths among the pieces, causal queries, fp16.
+      {24, 2, 2048, 64, 1, 64, true, true, false, DType::kFloat16, 576, true},
+      {24, 1, 2048, 126, 2, 64, false, true, true},
   };
   if (!full_tier()) return v;
   // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
