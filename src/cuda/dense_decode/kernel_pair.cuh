@@ -513,7 +513,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
 #if !defined(FLASHMLA_DENSE_DECODE_PROBE_NO_OUTPUT)  // diagnostic: the stores' share
     write_output<T>(p, o, m_final, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col,
                     req, ch.slot);
-#else
+#else  // a store that never happens keeps O live, so the steps compile as in the real kernel
     if (o[0] == 12345.0f && m_final[0] == 1.0f) reinterpret_cast<float*>(p.out)[tid] = o[tid & 127];
 #endif
     PAIR_TRACE_CHUNK(4);
