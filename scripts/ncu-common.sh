@@ -4,9 +4,13 @@ scripts/fmla-lib >/dev/null  # unpacks .fmla/upstream.tgz when carried
 [ -f build-pack/bins.tgz ] && mkdir -p build-run && tar -C build-run -xzf build-pack/bins.tgz
 
 # ncu_ours CASE NAME METRICS: build-run/bench_NAME's pair kernel on CASE; ncu's text on stdout.
+# NAME:VAR=VALUE[,VAR2=VALUE2] runs bench_NAME with those environment variables (as ab-bench).
 ncu_ours() {
-  FLASHMLA_BENCH_CASES=$1 timeout 300 ncu --clock-control none -k regex:pair_kernel \
-    --launch-skip 4 --launch-count 1 --metrics "$3" "build-run/bench_$2" --gpu-only 2>&1
+  local bin=${2%%:*} setting=
+  [ "$bin" != "$2" ] && setting=${2#*:}
+  env ${setting//,/ } FLASHMLA_BENCH_CASES=$1 timeout 300 ncu --clock-control none \
+    -k regex:pair_kernel --launch-skip 4 --launch-count 1 --metrics "$3" "build-run/bench_$bin" \
+    --gpu-only 2>&1
 }
 
 # ncu_fmla CASE LIB BENCH METRICS: FlashMLA (LIB, as time_flashmla.py --lib) on the shapes and
@@ -16,7 +20,7 @@ ncu_fmla() {
   lc=$(echo "$1" | tr 'A-Z' 'a-z')
   if [ ! -f ".fmla/cases-$lc.txt" ]; then
     FLASHMLA_BENCH_CASES=$1 FLASHMLA_BENCH_CASES_FILE=".fmla/cases-$lc.txt" \
-      "build-run/bench_$3" --gpu-only >/dev/null 2>&1
+      "build-run/bench_${3%%:*}" --gpu-only >/dev/null 2>&1
   fi
   timeout 300 ncu --clock-control none -k regex:splitkv_mla --launch-skip 4 --launch-count 1 \
     --metrics "$4" python3 bench/flashmla_ref/time_flashmla.py --lib "$2" \

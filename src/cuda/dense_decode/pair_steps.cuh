@@ -148,13 +148,32 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive(bars + 8 * a);
   return;
 #endif
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_SKIP_PARTS)  // diagnostic: these parts are never copied
+  // (bit 0: V_L atoms, bit 1: V_R atoms, bit 2: the RoPE atom)
+  if ((FLASHMLA_DENSE_DECODE_PROBE_SKIP_PARTS >> (kFirst / kVAtomsPerHalf)) & 1) {
 #pragma unroll
-  for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kAtomBytes);
+    for (int a = kFirst; a < kLast; ++a) sm90::mbarrier_arrive(bars + 8 * a);
+    return;
+  }
+#endif
+#if defined(FLASHMLA_DENSE_DECODE_PROBE_DOUBLE_PARTS)  // diagnostic: these parts copied twice
+  // (same mask as SKIP_PARTS; the second copy writes the same bytes again: results stay right,
+  // the shared-memory writes and L2 -> SM traffic of those parts double)
+  constexpr int kCopies =
+      (FLASHMLA_DENSE_DECODE_PROBE_DOUBLE_PARTS >> (kFirst / kVAtomsPerHalf)) & 1 ? 2 : 1;
+#else
+  constexpr int kCopies = 1;
+#endif
+#pragma unroll
+  for (int a = kFirst; a < kLast; ++a)
+    sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kCopies * kAtomBytes);
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
     if constexpr (csize == 1)
-      sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
-                        blk, policy);
+#pragma unroll
+      for (int r = 0; r < kCopies; ++r)
+        sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
+                          blk, policy);
     else if (static_cast<uint32_t>(a) % csize == rank)
       sm90::tma_load_4d_multicast(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims,
                                   row, kvh, blk, static_cast<uint16_t>((1u << csize) - 1), policy);

@@ -15,6 +15,12 @@
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_MMA=1      no wgmma (the load protocol and CUDA-core work)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_L2_ONLY=1     every KV copy reads cache block 0 or 1 (L2 hits:
 //                                               the copy path without DRAM; results wrong)
+//   -DFLASHMLA_DENSE_DECODE_PROBE_SKIP_PARTS=M  the KV parts in bit mask M are never copied
+//                                               (their barriers complete at once; 1 V_L, 2 V_R,
+//                                               4 RoPE): which part's copy the step waits for
+//   -DFLASHMLA_DENSE_DECODE_PROBE_DOUBLE_PARTS=M  the KV parts in mask M are copied twice (the
+//                                               same bytes again: results right; twice their
+//                                               shared-memory writes and L2 -> SM traffic)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_SOFTMAX=1  no max / exp (P = S)
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_RESCALE=1  O never rescaled
 //   -DFLASHMLA_DENSE_DECODE_PROBE_NO_PSTORE=1   P never stored to shared memory
