@@ -25,10 +25,14 @@ namespace {
 
 // A work item is 1/kParts of a row (kParts = 1 or 4; chosen per launch, below): each lane
 // owns kF4 = 4 / kParts float4s of it per slot and loads slots_per_batch<kF4>() slots at once
-// (8 float4s in flight either way).
+// (config.h: 4 float4s in flight for whole rows, 8 for quarters).
 template <int kF4>
 __host__ __device__ constexpr int slots_per_batch() {
-  return 8 / kF4;
+  return (kF4 == 4 ? kCombineRowsF4InFlight : kCombineQuartersF4InFlight) / kF4;
+}
+template <int kParts>
+__host__ __device__ constexpr int combine_min_blocks() {
+  return kParts == 1 ? kCombineRowsMinBlocksPerSm : kCombineQuartersMinBlocksPerSm;
 }
 
 template <typename T>
@@ -157,7 +161,7 @@ __device__ __forceinline__ void combine_rows(const MainParams& p, int64_t w, int
 }
 
 template <typename T, int kParts>
-__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, kCombineMinBlocksPerSm)
+__global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, combine_min_blocks<kParts>())
     combine_kernel(const __grid_constant__ MainParams p) {
   combine_rows<T, kParts>(p, int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32,
                           int64_t{gridDim.x} * kCombineWarpsPerBlock);
@@ -318,15 +322,16 @@ __global__ void __launch_bounds__(kBulkThreads, 1)
 // Its warps stride over the rows: a grid of one warp per row needed up to four waves of block
 // launches after the main kernel (b * s_q * h_q warps, 4096 blocks for D4; the main kernel's CTAs
 // hold every register until they exit), even when no request was split.
+template <int kParts>
 int combine_wave_blocks() {
   static PerDeviceCache cache;
   int dev = 0;
   FLASHMLA_CUDA_CHECK(cudaGetDevice(&dev));
   return cache.get(dev, [](int device) {
     int per_sm = 0;
-    // (every instantiation has the same shape: 80 registers each, ptxas)
+    // (the fp16 instantiation has the bf16 one's shape: same registers, ptxas)
     FLASHMLA_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        &per_sm, combine_kernel<__nv_bfloat16, 1>, kCombineWarpsPerBlock * 32, 0));
+        &per_sm, combine_kernel<__nv_bfloat16, kParts>, kCombineWarpsPerBlock * 32, 0));
     return device_sm_count(device) * (per_sm > 0 ? per_sm : 1);
   });
 }
@@ -379,8 +384,14 @@ void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
   // chain of dependent loads per item is the cost (session 9: quarters everywhere made L3
   // +14 %, L4 +2 %). (Two kernels: one with both paths needed 120 registers.)
   const int64_t rows = std::min<int64_t>(p.b, p.num_parts - 1) * p.s_q * p.h_q;
-  const int64_t wave = combine_wave_blocks();
-  const bool quarters = rows * 4 <= wave * kCombineWarpsPerBlock;
+  // Both waves, the rows kernel's first: with lazy module loading (CUDA's default) a kernel is
+  // placed in GPU code memory at its first use, and that placement moves the latency cases' main
+  // kernel (session 18: L1 / L2 +1.3 µs with the quarters kernel loaded first, +0.6 µs this way,
+  // no difference with CUDA_MODULE_LOADING=EAGER; the main kernel's SASS is the same).
+  const int64_t rows_wave = combine_wave_blocks<1>();
+  const int64_t quarters_wave = combine_wave_blocks<4>();
+  const bool quarters = rows * 4 <= quarters_wave * kCombineWarpsPerBlock;
+  const int64_t wave = quarters ? quarters_wave : rows_wave;
   const int64_t warps = quarters ? rows * 4 : rows;
   // (at least one block: with one part nothing is split and the grid just returns)
   const int64_t blocks = std::max<int64_t>(

@@ -33,12 +33,23 @@ inline constexpr float kLn2 = 0.6931471805599453f;
 
 // Combine: one warp per (request, query, head) row; each lane owns kDimV / 32 columns.
 inline constexpr int kCombineWarpsPerBlock = 8;
-// Blocks per SM the combine is compiled for (__launch_bounds__): 3 x 8 warps at <= 80 registers,
-// where it needs no spills (4 blocks at 64 registers spill; session 14: no faster).
-#ifndef FLASHMLA_COMBINE_MIN_BLOCKS
-#define FLASHMLA_COMBINE_MIN_BLOCKS 3
+// The combine's two shapes (combine.cu): a lane's partial float4s in flight at once (a batch of
+// slots) and the blocks per SM it is compiled for (__launch_bounds__), without spills:
+// - whole rows (many rows of few slots: L3, L4, D3): 4 float4s (one slot) at <= 64 registers,
+//   4 x 8 warps per SM, so more rows are merged in one pass of the resident warps (session 18,
+//   against 8 float4s at 3 blocks: L3 -4 %, L4 -0.4 to -0.8 %, D3's tail -1.3 µs);
+// - quarter rows (few rows of many slots: L1, L2, L6): 8 float4s (eight slots) at <= 80
+//   registers, 3 x 8 warps (with 4 in flight: L6 +2.4 µs, L2 +0.8 µs).
+#ifndef FLASHMLA_COMBINE_ROWS_F4
+#define FLASHMLA_COMBINE_ROWS_F4 4
 #endif
-inline constexpr int kCombineMinBlocksPerSm = FLASHMLA_COMBINE_MIN_BLOCKS;
+#ifndef FLASHMLA_COMBINE_ROWS_BLOCKS
+#define FLASHMLA_COMBINE_ROWS_BLOCKS 4
+#endif
+inline constexpr int kCombineRowsF4InFlight = FLASHMLA_COMBINE_ROWS_F4;
+inline constexpr int kCombineRowsMinBlocksPerSm = FLASHMLA_COMBINE_ROWS_BLOCKS;
+inline constexpr int kCombineQuartersF4InFlight = 8;
+inline constexpr int kCombineQuartersMinBlocksPerSm = 3;
 // Plan: threads that gather cache_seqlens into shared memory before one thread builds.
 inline constexpr int kPlanThreads = 256;
 inline constexpr int kPlanMaxBatch = 48 * 1024;  // int32 lengths in <= 192 KB of shared memory
