@@ -274,8 +274,7 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
 
   // The alternative kernels of page-64-multiple caches (A/B switches of the launcher): the
   // pair, seesaw and lockstep kernels on TMA tiles (whichever the launcher picks by default),
-  // the pair kernel with clustered q tiles and multicast loads, each pair form also without its
-  // producer warpgroup (consumer lanes load), the pair kernel with Q by copies where it would
+  // the pair kernel without its producer warpgroup (consumer lanes load), the pair kernel with Q by copies where it would
   // take Q by TMA, and the cp.async gather path must agree with the reference too.
   struct Switch {
     const char* name;
@@ -291,8 +290,6 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
           Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
           Switch{"FLASHMLA_DENSE_DECODE_PAIR", "1", "FLASHMLA_DENSE_DECODE_QLOAD", "copies"},
           Switch{"FLASHMLA_DENSE_DECODE_COMBINE", "bulk"},
-          Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster"},
-          Switch{"FLASHMLA_DENSE_DECODE_GRID", "cluster", "FLASHMLA_DENSE_DECODE_LOADS", "inline"},
           Switch{"FLASHMLA_DENSE_DECODE_NO_TMA", "1"}}) {
       setenv(sw.name, sw.value, 1);
       if (sw.name2 != nullptr) setenv(sw.name2, sw.value2, 1);

@@ -152,8 +152,6 @@ bool make_q_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
 // Environment switches, read per call, for A/B timing and for the tests:
 //   FLASHMLA_DENSE_DECODE_PAIR / _SEESAW / _LOCKSTEP = 1   force that kernel
 //   FLASHMLA_DENSE_DECODE_EVICT = normal | first           force the L2 hint of KV loads
-//   FLASHMLA_DENSE_DECODE_GRID = cluster                    pair kernel, q tiles in clusters of 2
-//                                                           with multicast KV loads (slower)
 //   FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS = 1                 pair / seesaw, bar.sync hand-offs
 //                                                           (for racecheck; slower)
 //   FLASHMLA_DENSE_DECODE_LOADS = inline                    pair kernel without the producer
@@ -181,9 +179,6 @@ void choose_kernel(mla_decode::MainParams* m, int device_index) {
   if (env_is("FLASHMLA_DENSE_DECODE_EVICT", "first")) m->kv_evict_normal = 0;
   m->sync_handoffs = env_is("FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS", "1") ? 1 : 0;
   m->inline_loads = env_is("FLASHMLA_DENSE_DECODE_LOADS", "inline") ? 1 : 0;
-  m->cluster_tiles = 1;
-  const int q_tiles = (m->rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
-  if (env_is("FLASHMLA_DENSE_DECODE_GRID", "cluster") && q_tiles % 2 == 0) m->cluster_tiles = 2;
   m->combine_bulk = env_is("FLASHMLA_DENSE_DECODE_COMBINE", "bulk") ? 1 : 0;
 }
 
@@ -238,10 +233,10 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
-  // Q by TMA: the pair kernel with its producer warpgroup, without clusters
+  // Q by TMA: the pair kernel with its producer warpgroup
   CUtensorMap qmap{};
   m.q_tma = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
-                    m.cluster_tiles == 1 && make_q_tensor_map(p, pb, &qmap)
+                    make_q_tensor_map(p, pb, &qmap)
                 ? 1
                 : 0;
 

@@ -598,12 +598,7 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap
   int smem = SmemPlan<kDqk>::kBytes;
   int threads = kThreads;
   if (p.use_tma && p.variant == kVariantPair) {
-    if (p.cluster_tiles > 1 && p.inline_loads) {
-      kernel = &pair_kernel<T, kDqk, kLoadsCluster>;
-    } else if (p.cluster_tiles > 1) {
-      kernel = &pair_kernel<T, kDqk, kLoadsProducerCluster>;
-      threads = pair_threads<kLoadsProducerCluster>();
-    } else if (p.inline_loads) {
+    if (p.inline_loads) {
       kernel = &pair_kernel<T, kDqk, kLoadsInline>;
     } else {
       kernel = &pair_kernel<T, kDqk, kLoadsProducer>;
@@ -625,16 +620,6 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap
   cfg.blockDim = dim3(threads);
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  if (p.cluster_tiles > 1) {
-    // The q tiles of a part in one cluster: same GPC, so one L2 path serves both reads.
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = p.cluster_tiles;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-  }
 #if defined(FLASHMLA_DENSE_DECODE_TRACE)
   if (trace_this_launch(p)) {
     MainParams traced = p;

@@ -117,7 +117,7 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   const int rope = buf == 0 ? kK0Rope : kK1Rope;
   uint32_t loads = 0;
   for (int c = c_begin; c < c_end; ++c) {
-    const ChunkSpan sp = chunk_span<cluster_size<kLoads>()>(p, view.chunks()[c], row_base);
+    const ChunkSpan sp = chunk_span(p, view.chunks()[c], row_base);
     for (int k = buf; k < sp.n_blocks; k += 2) {
       const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
       if constexpr (Plan::kRopeInRegs)
@@ -148,7 +148,6 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   constexpr int kGroupsBeforeV = kRope ? 1 : 0;
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = align_smem_1024(smem_raw);
-  constexpr uint32_t csize = cluster_size<kLoads>();
   constexpr bool kProducer = has_producer<kLoads>();
   sm90::grid_dependency_trigger();  // the combine kernel may be scheduled (it waits for us)
   PAIR_TRACE_KERNEL(0);
@@ -158,7 +157,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     if (threadIdx.x == 0) {
       for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars + 8 * a, 1);
       for (int h = 0; h < kBufferParts; ++h)
-        sm90::mbarrier_init(empty + 8 * h, static_cast<int>(csize));
+        sm90::mbarrier_init(empty + 8 * h, 1);
       if (kLoads == kLoadsProducer && p.q_tma) {
         const uint32_t q_full = sm90::smem_addr(smem + Plan::kQFull);
         sm90::mbarrier_init(q_full, 1);
@@ -171,8 +170,6 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       sm90::fence_mbarrier_init();
     }
   }
-  // the peer's barriers are initialised before any arrival
-  if constexpr (csize > 1) sm90::cluster_sync();
   if constexpr (kProducer) {
     __syncthreads();  // barriers initialised before the producer's first copy
     if (threadIdx.x >= kThreads) {
@@ -182,8 +179,6 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         pair_producer<kDqk, kLoads>(p, &tmap, sm90::smem_addr(smem), warp);
       if (kLoads == kLoadsProducer && p.q_tma && threadIdx.x % 32 == 0 && warp == 2)
         pair_q_loader<kDqk>(p, &qmap, sm90::smem_addr(smem));
-      // no CTA leaves while its peer may still copy into it or arrive on its barriers
-      if constexpr (csize > 1) sm90::cluster_sync();
       return;
     }
     sm90::setmaxnreg_inc<kConsumerRegs>();
@@ -232,7 +227,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   for (int c = c_begin; c < c_end; ++c) {
     const sched::Chunk ch = view.chunks()[c];
     PAIR_TRACE_CHUNK(0);
-    const ChunkSpan sp = chunk_span<csize>(p, ch, row_base);
+    const ChunkSpan sp = chunk_span(p, ch, row_base);
     const int req = sp.req;
     const int len = sp.len;
 
@@ -506,7 +501,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     if (q_tma) {  // the Q loader may refill Q now
       if (tid == 0) sm90::mbarrier_arrive(sm90::smem_addr(smem + Plan::kQEmpty));
     } else if (c + 1 < c_end) {
-      const ChunkSpan next = chunk_span<csize>(p, view.chunks()[c + 1], row_base);
+      const ChunkSpan next = chunk_span(p, view.chunks()[c + 1], row_base);
       if (next.n_blocks > 0) load_q_tile<kDqk>(p, next.req, kvh, row_base, valid_rows, q_addr);
     }
     PAIR_TRACE_CHUNK(6);
@@ -519,8 +514,6 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     PAIR_TRACE_CHUNK(4);
   }
   PAIR_TRACE_KERNEL(1);
-  // no CTA leaves while its peer may still signal it
-  if constexpr (csize > 1) sm90::cluster_sync();
 #endif
 }
 

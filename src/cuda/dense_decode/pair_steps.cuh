@@ -1,5 +1,5 @@
-// Building blocks of the pair kernel (kernel_pair.cuh): buffer-part loads through TMA (with
-// optional cluster multicast) and their "empty" barriers, the S and P V wgmma groups, the
+// Building blocks of the pair kernel (kernel_pair.cuh): buffer-part loads through TMA and their
+// "empty" barriers, the S and P V wgmma groups, the
 // softmax pieces on accumulator fragments, the P stores and the tail zeroing. Included by
 // kernel_pair.cuh.
 #pragma once
@@ -88,11 +88,10 @@ inline constexpr int kBufferParts = 6;
 //                   work was on its warpgroup's critical path).
 //   kLoadsInline    the loader lane of each consumer warpgroup (lane 0 of warp 0) refills a part
 //                   right after its own last read of it: program order is the whole protocol, no
-//                   empty barriers.
-//   kLoadsCluster   inline, in 2-CTA clusters (the two q tiles of a part): each CTA copies every
-//                   second atom and multicasts it to both, so a block crosses L2 -> SM once per
-//                   cluster; a part is refilled only after both CTAs released it (slower: A/B).
-//   kLoadsProducerCluster  the producer warpgroup with the cluster's multicast copies.
+//                   empty barriers (A/B: 9-13 % slower).
+// (2-CTA clusters of a part's q tiles with multicast copies, with or without the producer, were
+// modes 1 and 3 until session 18: 1.4-1.5x slower in sessions 5 and 16, a part refilled only
+// after both CTAs released it; removed.)
 // With kLoadsProducer the Q tiles come by TMA too where a Q tensor map exists (p.q_tma; group
 // sizes that divide 64 or are multiples of it): the producer's otherwise idle warp 2 loads them
 // (pair_q_loader); else the consumers copy them with cp.async. A run-time switch, not a fifth
@@ -101,20 +100,11 @@ inline constexpr int kBufferParts = 6;
 // every S).
 // Each load is used and released exactly once, so the barriers' phases stay in step across
 // chunks. Only the rarely used variants pay for their code: each is its own instantiation.
-enum LoadMode : int {
-  kLoadsInline = 0,
-  kLoadsCluster = 1,
-  kLoadsProducer = 2,
-  kLoadsProducerCluster = 3
-};
+enum LoadMode : int { kLoadsInline = 0, kLoadsProducer = 2 };
 
 template <int kLoads>
-__host__ __device__ constexpr uint32_t cluster_size() {
-  return kLoads == kLoadsCluster || kLoads == kLoadsProducerCluster ? 2u : 1u;
-}
-template <int kLoads>
 __host__ __device__ constexpr bool has_producer() {
-  return kLoads == kLoadsProducer || kLoads == kLoadsProducerCluster;
+  return kLoads == kLoadsProducer;
 }
 
 // Part `h` is no longer read by this CTA's consumers (one lane per release).
@@ -122,24 +112,18 @@ template <int kLoads>
 __device__ __forceinline__ void release_half(uint32_t empty, int h) {
   if constexpr (kLoads == kLoadsInline) return;
   sm90::mbarrier_arrive(empty + 8 * h);
-  if constexpr (cluster_size<kLoads>() > 1)
-    sm90::mbarrier_arrive_cluster(
-        sm90::map_shared_rank(empty + 8 * h, sm90::cluster_ctarank() ^ 1u));
 }
 
 // Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
-// `bars`: waits until part `h` is free (producer, cluster), arms every atom's barrier, copies this
-// CTA's share.
+// `bars`: waits until part `h` is free (producer), arms every atom's barrier, copies them.
 template <int kLoads, int kFirst, int kLast>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
                                           uint32_t buf_addr, uint32_t bars) {
-  constexpr uint32_t csize = cluster_size<kLoads>();
   if constexpr (kLoads != kLoadsInline)  // a fresh barrier passes
     sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);
   loads ^= 1u << h;
   const int blk = at.blk, row = at.row;
-  const uint32_t rank = csize > 1 ? sm90::cluster_ctarank() : 0u;
   const bool evict_normal = p.kv_evict_normal;
   const uint64_t policy =
       evict_normal ? sm90::l2_policy_evict_normal() : sm90::l2_policy_evict_first();
@@ -168,16 +152,11 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
   for (int a = kFirst; a < kLast; ++a)
     sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kCopies * kAtomBytes);
 #pragma unroll
-  for (int a = kFirst; a < kLast; ++a) {
-    if constexpr (csize == 1)
+  for (int a = kFirst; a < kLast; ++a)
 #pragma unroll
-      for (int r = 0; r < kCopies; ++r)
-        sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
-                          blk, policy);
-    else if (static_cast<uint32_t>(a) % csize == rank)
-      sm90::tma_load_4d_multicast(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims,
-                                  row, kvh, blk, static_cast<uint16_t>((1u << csize) - 1), policy);
-  }
+    for (int r = 0; r < kCopies; ++r)
+      sm90::tma_load_4d(buf_addr + a * kAtomBytes, tmap, bars + 8 * a, a * kAtomDims, row, kvh,
+                        blk, policy);
 }
 
 // A consumer warpgroup's last read of buffer part `h` is done (one lane): release it; with inline
@@ -200,22 +179,20 @@ struct ChunkSpan {
   int min_limit;  // causal: the smallest row limit of the CTA (mask needed from here on)
   int n_blocks;
 };
-template <uint32_t kCsize>
 __device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched::Chunk& ch,
                                                 int row_base) {
   ChunkSpan sp;
   sp.req = ch.req;
   sp.len = static_cast<int>(clamp_len(p.seqlens[int64_t{sp.req} * p.seqlens_stride], p.max_len));
-  // Blocks to visit: up to the last key any row of the cluster sees (the CTAs of a cluster walk
-  // the same blocks; keys past a row's own limit are masked).
+  // Blocks to visit: up to the last key any row of the tile sees (keys past a row's own limit
+  // are masked).
   int max_limit = sp.len;
   sp.min_limit = sp.len;
   if (p.causal) {
-    const int cluster_row_end =
-        min(p.rows, static_cast<int>(cta_qtile() / kCsize * kCsize + kCsize) * kRowsPerTile);
+    const int row_end = min(p.rows, static_cast<int>(cta_qtile() + 1u) * kRowsPerTile);
     sp.min_limit = sp.len - p.s_q + row_base / p.group + 1;
     sp.min_limit = sp.min_limit < 0 ? 0 : sp.min_limit;
-    max_limit = sp.len - p.s_q + (cluster_row_end - 1) / p.group + 1;
+    max_limit = sp.len - p.s_q + (row_end - 1) / p.group + 1;
     max_limit = max_limit < 0 ? 0 : max_limit;
   }
   sp.tok_begin = ch.tile_begin * kTokensPerTile;

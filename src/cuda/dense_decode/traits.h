@@ -36,7 +36,6 @@ struct MainParams {
   float scale_log2;         // softmax_scale * log2(e)
   int causal;
   int use_tma;              // KV tiles by TMA (page_block_size % 64 == 0), else cp.async gathers
-  int cluster_tiles;        // > 1: clusters of this many q tiles, KV blocks multicast (A/B)
   int inline_loads;         // pair kernel: consumer lanes issue the KV copies, no producer (A/B)
   int kv_evict_normal;      // KV TMA loads with the evict-normal L2 hint, else evict-first
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
@@ -84,8 +83,8 @@ struct SmemPlan {
 //   p1       one atom column (own, or Q's RoPE atom): P1, the A operand of WG0's P1 V1_L
 //   m[64], scale0[64], scale1[64], row_sum[2][64] float
 //   bars     [2][kQAtoms] uint64 mbarriers: one per atom column of k0 and k1
-//   empty    [6] uint64 mbarriers: buffer parts (k0, k1 x V_L, V_R, RoPE) released by every CTA of
-//            the cluster (they receive each other's multicast copies)
+//   empty    [6] uint64 mbarriers: buffer parts (k0, k1 x V_L, V_R, RoPE) released by the
+//            consumers for the producer warpgroup
 //   q_full, q_empty  uint64 mbarriers of the Q tile loaded by TMA (p.q_tma)
 template <int kDqk>
 struct PairSmemPlan {
