@@ -126,41 +126,6 @@ __device__ __forceinline__ void tma_load_5d(uint32_t dst, const void* tmap, uint
       "r"(bar), "l"(l2_policy)
       : "memory");
 }
-// The same box multicast to the CTAs of `cta_mask` in the cluster: each receives it at offset
-// `dst` of its own shared memory and completes the bytes on its own mbarrier at offset `bar`.
-__device__ __forceinline__ void tma_load_4d_multicast(uint32_t dst, const void* tmap, uint32_t bar,
-                                                      int c0, int c1, int c2, int c3,
-                                                      uint16_t cta_mask, uint64_t l2_policy) {
-  asm volatile(
-      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
-      ".multicast::cluster.L2::cache_hint [%0], [%1, {%2, %3, %4, %5}], [%6], %7, %8;\n" ::"r"(dst),
-      "l"(reinterpret_cast<uint64_t>(tmap)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar),
-      "h"(cta_mask), "l"(l2_policy)
-      : "memory");
-}
-
-// ---- thread block clusters ----
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-// All threads of all CTAs of the cluster (release/acquire: barrier inits, last remote arrivals).
-__device__ __forceinline__ void cluster_sync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" :::
-                   "memory");
-}
-// Address of the same shared-memory offset in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t map_shared_rank(uint32_t addr, uint32_t rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-  return r;
-}
-// Arrives on an mbarrier of any CTA of the cluster (address from map_shared_rank).
-__device__ __forceinline__ void mbarrier_arrive_cluster(uint32_t cluster_bar) {
-  asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];\n" ::"r"(cluster_bar)
-               : "memory");
-}
 
 __device__ __forceinline__ uint64_t l2_policy_evict_normal() {
   uint64_t policy;
