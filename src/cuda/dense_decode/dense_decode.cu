@@ -101,6 +101,35 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   return r == CUDA_SUCCESS;
 }
 
+// The pair kernel's V halves as one box each (mla_decode::kVBoxAtoms > 1): k_cache as 5-D
+// {64 dims, page row, atom column, kv head, block}, box {64, 64, kVBoxAtoms, 1, 1}, which lands
+// as kVBoxAtoms consecutive 8 KB atom columns, the layout of the per-atom copies.
+bool make_kv_box_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb, CUtensorMap* map) {
+  const TensorView& k = p.k_cache;
+  const int64_t token_stride = k.stride[1] * 2;
+  const int64_t head_stride = pb.h_kv > 1 ? k.stride[2] * 2 : int64_t{pb.d_qk} * 2;
+  const int64_t block_stride =
+      pb.num_blocks > 1 ? k.stride[0] * 2 : token_stride * pb.page_block_size;
+  const cuuint64_t dims[5] = {mla_decode::kAtomDims,
+                              static_cast<cuuint64_t>(pb.page_block_size),
+                              static_cast<cuuint64_t>(pb.d_qk / mla_decode::kAtomDims),
+                              static_cast<cuuint64_t>(pb.h_kv),
+                              static_cast<cuuint64_t>(pb.num_blocks)};
+  const cuuint64_t strides[4] = {static_cast<cuuint64_t>(token_stride),
+                                 mla_decode::kAtomDims * 2,
+                                 static_cast<cuuint64_t>(head_stride),
+                                 static_cast<cuuint64_t>(block_stride)};
+  const cuuint32_t box[5] = {mla_decode::kAtomDims, mla_decode::kTokensPerTile,
+                             mla_decode::kVBoxAtoms, 1, 1};
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode_tiled()(
+      map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
+      k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS;
+}
+
 // The pair kernel's Q tiles by TMA (p.q_tma): q as 5-D {d_qk, head in its kv head's
 // group, kv head, query, request}, box {64 dims, min(group, 64) heads, 1, 64 / that queries, 1},
 // so one box is one 64-row atom column of a q tile (row = query * group + head, the kernels' row
@@ -233,6 +262,8 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
+  CUtensorMap vmap = tmap;  // the pair kernel's V boxes (kVBoxAtoms > 1)
+  if (mla_decode::kVBoxAtoms > 1 && m.use_tma && !make_kv_box_map(p, pb, &vmap)) m.use_tma = 0;
   // Q by TMA: the pair kernel with its producer warpgroup
   CUtensorMap qmap{};
   m.q_tma = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
@@ -241,11 +272,11 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
                 : 0;
 
   if (pb.is_fp16) {
-    if (pb.d_qk == 576) mla_decode::launch_main<__half, 576>(m, tmap, qmap, stream);
-    else mla_decode::launch_main<__half, 512>(m, tmap, qmap, stream);
+    if (pb.d_qk == 576) mla_decode::launch_main<__half, 576>(m, tmap, qmap, vmap, stream);
+    else mla_decode::launch_main<__half, 512>(m, tmap, qmap, vmap, stream);
   } else {
-    if (pb.d_qk == 576) mla_decode::launch_main<__nv_bfloat16, 576>(m, tmap, qmap, stream);
-    else mla_decode::launch_main<__nv_bfloat16, 512>(m, tmap, qmap, stream);
+    if (pb.d_qk == 576) mla_decode::launch_main<__nv_bfloat16, 576>(m, tmap, qmap, vmap, stream);
+    else mla_decode::launch_main<__nv_bfloat16, 512>(m, tmap, qmap, vmap, stream);
   }
   mla_decode::launch_combine(m, pb.is_fp16, stream);
 }

@@ -351,7 +351,7 @@ __device__ __forceinline__ void scale_mask_rowmax_half(float (&s)[16], float sca
 template <typename T, int kDqk>
 __global__ void __launch_bounds__(kThreads, 1)
     main_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
-                const __grid_constant__ CUtensorMap qmap) {
+                const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
@@ -591,7 +591,7 @@ namespace flashmla::cuda::mla_decode {
 
 template <typename T, int kDqk>
 void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap& qmap,
-                 cudaStream_t stream) {
+                 const CUtensorMap& vmap, cudaStream_t stream) {
   // TMA path: the pair kernel (or, for A/B timing, the seesaw / lockstep kernels); other page
   // sizes: the lockstep kernel with cp.async gathers.
   auto* kernel = &main_kernel<T, kDqk>;
@@ -627,14 +627,14 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap
     FLASHMLA_CUDA_CHECK(cudaMalloc(&buf, kTraceSlots * sizeof(long long)));
     FLASHMLA_CUDA_CHECK(cudaMemset(buf, 0, kTraceSlots * sizeof(long long)));
     traced.trace = buf;
-    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, traced, tmap, qmap));
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, traced, tmap, qmap, vmap));
     FLASHMLA_CUDA_CHECK(cudaStreamSynchronize(stream));
     print_trace(buf);
     FLASHMLA_CUDA_CHECK(cudaFree(buf));
     return;
   }
 #endif
-  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, tmap, qmap));
+  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p, tmap, qmap, vmap));
   FLASHMLA_CUDA_CHECK_LAUNCH("dense_decode main_kernel");
 }
 

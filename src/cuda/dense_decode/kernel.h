@@ -11,10 +11,11 @@ namespace flashmla::cuda::mla_decode {
 // Main split-KV attention kernel, one explicit instantiation per (dtype, d_qk) in
 // instantiations/*.cu. T = __nv_bfloat16 | __half.
 // `tmap` describes k_cache for the TMA path (p.use_tma), `qmap` q for the pair kernel's Q tiles
-// by TMA (p.q_tma); each is ignored otherwise.
+// by TMA (p.q_tma), `vmap` k_cache as boxes of kVBoxAtoms atom columns for the pair kernel's V
+// halves (config.h; unused while kVBoxAtoms == 1); each is ignored otherwise.
 template <typename T, int kDqk>
 void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap& qmap,
-                 cudaStream_t stream);
+                 const CUtensorMap& vmap, cudaStream_t stream);
 
 // Merges the partial slots of split requests into out / lse (combine.cu).
 void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream);

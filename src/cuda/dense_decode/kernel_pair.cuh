@@ -100,7 +100,8 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
 // would have to fit the producer's 24 registers.
 template <int kDqk, int kLoads>
 __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtensorMap* tmap,
-                                              uint32_t smem_base, int buf) {
+                                              const CUtensorMap* vmap, uint32_t smem_base,
+                                              int buf) {
   using Plan = PairSmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
   constexpr int kHalf = kVAtomsPerHalf;
@@ -122,13 +123,13 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
       const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
       if constexpr (Plan::kRopeInRegs)
         load_half<kLoads, kV, kQAtoms>(p, tmap, kvh, empty, loads, rope, at, k_addr,
-            bars);
+            bars, vmap);
       if (buf == 0) {
-        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
-        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
+        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
+        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
       } else {
-        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars);
-        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars);
+        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
+        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
       }
     }
   }
@@ -137,7 +138,8 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
 template <typename T, int kDqk, int kLoads>
 __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
-                const __grid_constant__ CUtensorMap qmap) {
+                const __grid_constant__ CUtensorMap qmap,
+                const __grid_constant__ CUtensorMap vmap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = PairSmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
@@ -176,7 +178,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       sm90::setmaxnreg_dec<kProducerRegs>();
       const int warp = (threadIdx.x - kThreads) / 32;
       if (threadIdx.x % 32 == 0 && warp < 2)
-        pair_producer<kDqk, kLoads>(p, &tmap, sm90::smem_addr(smem), warp);
+        pair_producer<kDqk, kLoads>(p, &tmap, &vmap, sm90::smem_addr(smem), warp);
       if (kLoads == kLoadsProducer && p.q_tma && threadIdx.x % 32 == 0 && warp == 2)
         pair_q_loader<kDqk>(p, &qmap, sm90::smem_addr(smem));
       return;
@@ -246,17 +248,21 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       if (tid == 0) {
         if constexpr (kRope)
           load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
-              bars0);
-        load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0);
+              bars0, &vmap);
+        load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0,
+                                    &vmap);
         if (n_blocks > 1)
-          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1);
+          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1,
+                                      &vmap);
       } else if (tid == 128) {
-        load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0);
+        load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0,
+                                     &vmap);
         if (n_blocks > 1) {
           if constexpr (kRope)
             load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
-                bars1);
-          load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1);
+                bars1, &vmap);
+          load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1,
+                                       &vmap);
         }
       }
     }
@@ -330,7 +336,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         if constexpr (kRope)  // S0 is done with K0's RoPE atom
           if (t128 == 0)
             part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope,
-                next0, next0_at, k0_addr, bars0);
+                next0, next0_at, k0_addr, bars0, &vmap);
         // ---- softmax of S0 against the running max; P0 to shared memory for WG1 ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
         mask_rowmax(s, p.scale_log2, tok0 + kTokensPerTile > min_limit, limit, tok0, quad_col,
@@ -357,7 +363,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         PAIR_TRACE(3);
         if (t128 == 0)
           part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo,
-              next0, next0_at, k0_addr, bars0);
+              next0, next0_at, k0_addr, bars0, &vmap);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
         pair_sync(kBarScale1);
@@ -384,7 +390,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           PAIR_TRACE(9);
           if (t128 == 0)
             part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo,
-                next1, next1_at, k1_addr, bars1);
+                next1, next1_at, k1_addr, bars1, &vmap);
         }
         if (next0) {
           issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
@@ -401,7 +407,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         if constexpr (kRope)  // S1 is done with K1's RoPE atom
           if (has1 && t128 == 0)
             part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope,
-                next1, next1_at, k1_addr, bars1);
+                next1, next1_at, k1_addr, bars1, &vmap);
         // ---- O_R = O_R 2^(m - m0) + P0 V0_R (P0 against m0, from shared memory) ----
         pair_sync(kBarScale0);
         PAIR_TRACE(1);
@@ -454,7 +460,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         PAIR_TRACE(5);
         if (t128 == 0)
           part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi,
-              next0, next0_at, k0_addr, bars0);
+              next0, next0_at, k0_addr, bars0, &vmap);
         if (has1) {
           sm90::wgmma_wait<0>();
           sm90::fence_regs(o);
@@ -462,7 +468,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           PAIR_TRACE(6);
           if (t128 == 0)
             part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi,
-                next1, next1_at, k1_addr, bars1);
+                next1, next1_at, k1_addr, bars1, &vmap);
         }
 
         // ---- next S1 (block b + 3): the RoPE atom, V_R (refilled first), then V_L ----

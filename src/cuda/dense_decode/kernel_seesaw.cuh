@@ -62,7 +62,7 @@ __device__ __forceinline__ void issue_pv_half(float (&o)[128], uint64_t desc_p, 
 template <typename T, int kDqk>
 __global__ void __launch_bounds__(kThreads, 1)
     seesaw_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
-                const __grid_constant__ CUtensorMap qmap) {
+                const __grid_constant__ CUtensorMap qmap, const __grid_constant__ CUtensorMap) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;

@@ -119,7 +119,8 @@ __device__ __forceinline__ void release_half(uint32_t empty, int h) {
 template <int kLoads, int kFirst, int kLast>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
-                                          uint32_t buf_addr, uint32_t bars) {
+                                          uint32_t buf_addr, uint32_t bars,
+                                          const CUtensorMap* vmap) {
   if constexpr (kLoads != kLoadsInline)  // a fresh barrier passes
     sm90::mbarrier_wait(empty + 8 * h, ((loads >> h) & 1) ^ 1);
   loads ^= 1u << h;
@@ -148,6 +149,15 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
 #else
   constexpr int kCopies = 1;
 #endif
+  if constexpr (kVBoxAtoms > 1 && kFirst < kDimV / kAtomDims) {  // V atoms, boxes of several
+#pragma unroll
+    for (int a = kFirst; a < kLast; a += kVBoxAtoms) {
+      sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kVBoxAtoms * kAtomBytes);
+      sm90::tma_load_5d(buf_addr + a * kAtomBytes, vmap, bars + 8 * a, 0, row, a, kvh, blk,
+                        policy);
+    }
+    return;
+  }
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a)
     sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kCopies * kAtomBytes);
@@ -164,11 +174,12 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
 template <int kLoads, int kFirst, int kLast>
 __device__ __forceinline__ void part_done(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, bool next,
-                                          BlockAddr next_at, uint32_t buf_addr, uint32_t bars) {
+                                          BlockAddr next_at, uint32_t buf_addr, uint32_t bars,
+                                          const CUtensorMap* vmap) {
   release_half<kLoads>(empty, h);
   if constexpr (!has_producer<kLoads>())
     if (next) load_half<kLoads, kFirst, kLast>(p, tmap, kvh, empty, loads, h, next_at, buf_addr,
-                                               bars);
+                                               bars, vmap);
 }
 
 // The blocks a CTA visits in one chunk (the consumers and the producer compute it alike).
@@ -213,7 +224,8 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&
                                                uint32_t parity, bool zero_first) {
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
-    sm90::mbarrier_wait(bars + 8 * a, parity);
+    // (a V box completes on the barrier of its first atom column)
+    if (a >= kDimV / kAtomDims || a % kVBoxAtoms == 0) sm90::mbarrier_wait(bars + 8 * a, parity);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)  // diagnostic build: loads and waits only
     continue;
 #endif

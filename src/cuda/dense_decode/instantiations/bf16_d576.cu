@@ -3,5 +3,6 @@
 
 namespace flashmla::cuda::mla_decode {
 template void launch_main<__nv_bfloat16, 576>(const MainParams& p, const CUtensorMap& tmap,
-                                              const CUtensorMap& qmap, cudaStream_t stream);
+                                              const CUtensorMap& qmap, const CUtensorMap& vmap,
+    cudaStream_t stream);
 }  // namespace flashmla::cuda::mla_decode
