@@ -63,6 +63,18 @@ EncodeTiled encode_tiled() {
   return fn;
 }
 
+// k_cache's byte strides of a page row, a kv head and a cache block (those of size-1
+// dimensions are never used: they get a legal value).
+struct KvStrides {
+  int64_t token, head, block;
+};
+KvStrides kv_strides(const DenseDecodeParams& p, const DenseDecodeProblem& pb) {
+  const TensorView& k = p.k_cache;
+  const int64_t token = k.stride[1] * 2;
+  return {token, pb.h_kv > 1 ? k.stride[2] * 2 : int64_t{pb.d_qk} * 2,
+          pb.num_blocks > 1 ? k.stride[0] * 2 : token * pb.page_block_size};
+}
+
 // TMA is used when a 64-token box always lies inside one page and the strides suit the copy
 // engine (multiples of 16 bytes). Returns false to select the cp.async gather path.
 bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
@@ -70,12 +82,7 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   if (pb.page_block_size % mla_decode::kTokensPerTile != 0) return false;
   if (env_is("FLASHMLA_DENSE_DECODE_NO_TMA", "1")) return false;
   const TensorView& k = p.k_cache;
-  const int64_t row_bytes = int64_t{pb.d_qk} * 2;
-  // Strides of size-1 dimensions are never used: give them any legal value.
-  const int64_t token_stride = k.stride[1] * 2;
-  const int64_t head_stride = pb.h_kv > 1 ? k.stride[2] * 2 : row_bytes;
-  const int64_t block_stride =
-      pb.num_blocks > 1 ? k.stride[0] * 2 : token_stride * pb.page_block_size;
+  const auto [token_stride, head_stride, block_stride] = kv_strides(p, pb);
   for (int64_t st : {token_stride, head_stride, block_stride})
     if (st % 16 != 0 || st <= 0 || st >= (int64_t{1} << 40)) return false;
   const cuuint64_t dims[4] = {static_cast<cuuint64_t>(pb.d_qk),
@@ -103,13 +110,11 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
 
 // The pair kernel's V halves as one box each (mla_decode::kVBoxAtoms > 1): k_cache as 5-D
 // {64 dims, page row, atom column, kv head, block}, box {64, 64, kVBoxAtoms, 1, 1}, which lands
-// as kVBoxAtoms consecutive 8 KB atom columns, the layout of the per-atom copies.
+// as kVBoxAtoms consecutive 8 KB atom columns, the layout of the per-atom copies. Called after
+// make_kv_tensor_map accepted the strides.
 bool make_kv_box_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb, CUtensorMap* map) {
   const TensorView& k = p.k_cache;
-  const int64_t token_stride = k.stride[1] * 2;
-  const int64_t head_stride = pb.h_kv > 1 ? k.stride[2] * 2 : int64_t{pb.d_qk} * 2;
-  const int64_t block_stride =
-      pb.num_blocks > 1 ? k.stride[0] * 2 : token_stride * pb.page_block_size;
+  const auto [token_stride, head_stride, block_stride] = kv_strides(p, pb);
   const cuuint64_t dims[5] = {mla_decode::kAtomDims,
                               static_cast<cuuint64_t>(pb.page_block_size),
                               static_cast<cuuint64_t>(pb.d_qk / mla_decode::kAtomDims),
