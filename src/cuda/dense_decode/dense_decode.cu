@@ -63,6 +63,20 @@ EncodeTiled encode_tiled() {
   return fn;
 }
 
+// A 16-bit tensor map with 128-byte swizzled boxes and unit element strides (the layout every
+// TMA copy of the dense decode kernels lands in); true when the driver accepts it.
+bool encode_swizzled(CUtensorMap* map, bool is_fp16, int rank, void* data,
+                     const cuuint64_t* dims, const cuuint64_t* strides, const cuuint32_t* box,
+                     CUtensorMapL2promotion promo) {
+  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
+  return encode_tiled()(map,
+                        is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16
+                                : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                        rank, data, dims, strides, box, elem_strides,
+                        CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, promo,
+                        CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
 // k_cache's byte strides of a page row, a kv head and a cache block (those of size-1
 // dimensions are never used: they get a legal value).
 struct KvStrides {
@@ -93,19 +107,13 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
                                  static_cast<cuuint64_t>(head_stride),
                                  static_cast<cuuint64_t>(block_stride)};
   const cuuint32_t box[4] = {mla_decode::kAtomDims, mla_decode::kTokensPerTile, 1, 1};
-  const cuuint32_t elem_strides[4] = {1, 1, 1, 1};
   // FLASHMLA_DENSE_DECODE_L2PROMO = none | 64 | 128 | 256 (default): A/B switch of the L2 sector
   // promotion of the KV copies.
   CUtensorMapL2promotion promo = CU_TENSOR_MAP_L2_PROMOTION_L2_256B;
   if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "none")) promo = CU_TENSOR_MAP_L2_PROMOTION_NONE;
   if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "64")) promo = CU_TENSOR_MAP_L2_PROMOTION_L2_64B;
   if (env_is("FLASHMLA_DENSE_DECODE_L2PROMO", "128")) promo = CU_TENSOR_MAP_L2_PROMOTION_L2_128B;
-  const CUresult r = encode_tiled()(
-      map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4,
-      k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, promo,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  return encode_swizzled(map, pb.is_fp16, 4, k.data, dims, strides, box, promo);
 }
 
 // The pair kernel's V halves as one box each (mla_decode::kVBoxAtoms > 1): k_cache as 5-D
@@ -126,13 +134,8 @@ bool make_kv_box_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb, C
                                  static_cast<cuuint64_t>(block_stride)};
   const cuuint32_t box[5] = {mla_decode::kAtomDims, mla_decode::kTokensPerTile,
                              mla_decode::kVBoxAtoms, 1, 1};
-  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
-  const CUresult r = encode_tiled()(
-      map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
-      k.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  return encode_swizzled(map, pb.is_fp16, 5, k.data, dims, strides, box,
+                         CU_TENSOR_MAP_L2_PROMOTION_L2_256B);
 }
 
 // The pair kernel's Q tiles by TMA (p.q_tma): q as 5-D {d_qk, head in its kv head's
@@ -166,13 +169,8 @@ bool make_q_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb,
       static_cast<cuuint64_t>(query_stride), static_cast<cuuint64_t>(req_stride)};
   const cuuint32_t box[5] = {mla_decode::kAtomDims, static_cast<cuuint32_t>(box_heads), 1,
                              static_cast<cuuint32_t>(mla_decode::kRowsPerTile / box_heads), 1};
-  const cuuint32_t elem_strides[5] = {1, 1, 1, 1, 1};
-  const CUresult r = encode_tiled()(
-      map, pb.is_fp16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
-      q.data, dims, strides, box, elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
-      CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  return r == CUDA_SUCCESS;
+  return encode_swizzled(map, pb.is_fp16, 5, q.data, dims, strides, box,
+                         CU_TENSOR_MAP_L2_PROMOTION_L2_128B);
 }
 
 // Kernel choice for page sizes that are multiples of 64 (docs/dense-decode-design.md, measured in
