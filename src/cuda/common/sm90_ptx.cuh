@@ -196,8 +196,12 @@ __device__ __forceinline__ uint64_t make_smem_desc(uint32_t addr, uint32_t lbo, 
          (kSwizzle128Layout << 62);
 }
 // Moves a descriptor's start address by `bytes` (a multiple of 16; stays inside the field).
+// A 32-bit add on the low word (no carry into the high word, which holds only constants), so
+// ptxas keeps one uniform add per descriptor: a 64-bit add was sometimes split into add, add
+// with carry and moves of the high word (5 extra uniform instructions per wgmma, session 20).
 __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
-  return desc + (bytes >> 4);
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
 }
 
 // Byte offset of 16-byte chunk `chunk` (0..7) of row `row` inside a 128-byte-swizzled atom
