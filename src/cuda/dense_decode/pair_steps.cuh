@@ -225,17 +225,11 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
     // (a V box completes on the barrier of its first atom column)
-    const bool box_first = a >= kDimV / kAtomDims || a % kVBoxAtoms == 0;
-    const bool box_last = a >= kDimV / kAtomDims || a % kVBoxAtoms == kVBoxAtoms - 1;
-    if (box_first) sm90::mbarrier_wait(bars + 8 * a, parity);
+    if (a >= kDimV / kAtomDims || a % kVBoxAtoms == 0) sm90::mbarrier_wait(bars + 8 * a, parity);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)  // diagnostic build: loads and waits only
     continue;
 #endif
-#if defined(FLASHMLA_DENSE_DECODE_AB_BOX_ONE_GROUP)  // A/B: one commit group per V box
-    if (box_first) sm90::wgmma_fence();
-#else
     sm90::wgmma_fence();
-#endif
 #pragma unroll
     for (int kk = 0; kk < kAtomDims / 16; ++kk) {
       const int scale_d = (a == kFirst && kk == 0 && zero_first) ? 0 : 1;
@@ -246,12 +240,7 @@ __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&
         sm90::wgmma_m64n64k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
                                     desc_b, scale_d);
     }
-#if defined(FLASHMLA_DENSE_DECODE_AB_BOX_ONE_GROUP)
-    if (box_last) sm90::wgmma_commit();
-#else
     sm90::wgmma_commit();
-    (void)box_last;
-#endif
   }
 }
 
