@@ -65,6 +65,17 @@ INSTANTIATE_TEST_SUITE_P(Cases, DenseDecode,
     return fail() << "part_begin[0] = " << pb[0] << ", part_begin[P] = " << pb[num_parts];
   for (int p = 0; p < num_parts; ++p)
     if (pb[p + 1] < pb[p]) return fail() << "part " << p << " has a negative chunk range";
+  // The kernels read a part's first chunk from part_first, beside part_begin.
+  for (int p = 0; p < num_parts; ++p) {
+    const sched::Chunk f = v.part_first()[p];
+    const sched::Chunk want =
+        pb[p] < pb[p + 1] ? v.chunks()[pb[p]] : sched::Chunk{0, 0, 0, -1};
+    if (f.req != want.req || f.tile_begin != want.tile_begin || f.tile_end != want.tile_end ||
+        f.slot != want.slot)
+      return fail() << "part_first[" << p << "] = {" << f.req << ", " << f.tile_begin << ", "
+                    << f.tile_end << ", " << f.slot << "}, its first chunk {" << want.req << ", "
+                    << want.tile_begin << ", " << want.tile_end << ", " << want.slot << "}";
+  }
 
   const sched::Chunk* ch = v.chunks();
   std::set<int32_t> slots_seen;
@@ -138,6 +149,8 @@ std::vector<int32_t> schedule_contents(const HostTensor& meta, int64_t b, int nu
   s.insert(s.end(), v.num_splits(), v.num_splits() + b);
   s.insert(s.end(), v.first_slot(), v.first_slot() + b);
   s.insert(s.end(), v.split_list(), v.split_list() + 3 * v.num_split());
+  const int32_t* first = reinterpret_cast<const int32_t*>(v.part_first());
+  s.insert(s.end(), first, first + sched::kChunkElems * num_parts);
   return s;
 }
 

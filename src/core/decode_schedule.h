@@ -26,6 +26,9 @@
 //   then 3 * B                  split list: {req, first_slot, num_splits} of each split request in
 //                               request order, num_split entries (the combine's work list: it
 //                               never visits an unsplit request)
+//   then 4 * P                  part_first: a copy of each part's first chunk (zeros for a part
+//                               without chunks), so that a kernel reads it beside part_begin
+//                               instead of after it (one dependent load fewer at its start)
 //
 // Bounds: chunks <= B + P - 1 (each boundary cuts at most one request); slots <= 2 * (P - 1)
 // (a request cut c times has c + 1 chunks and there are P - 1 boundaries).
@@ -59,7 +62,8 @@ struct Chunk {
 };
 
 FLASHMLA_HD int64_t meta_elems(int64_t b, int num_parts) {
-  return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b + 3 * b;
+  return kHeaderElems + (num_parts + 1) + kChunkElems * (b + num_parts) + 2 * b + 3 * b +
+         kChunkElems * num_parts;
 }
 FLASHMLA_HD int64_t max_slots(int num_parts) { return 2 * static_cast<int64_t>(num_parts); }
 // Bytes of the run step's workspace: every slot's float32 partial O rows and lse.
@@ -82,6 +86,7 @@ struct View {
   }
   FLASHMLA_HD int32_t* first_slot() const { return num_splits() + b; }
   FLASHMLA_HD int32_t* split_list() const { return first_slot() + b; }  // 3 per split request
+  FLASHMLA_HD Chunk* part_first() const { return reinterpret_cast<Chunk*>(split_list() + 3 * b); }
   FLASHMLA_HD int32_t num_chunks() const { return base[3]; }
   FLASHMLA_HD int32_t num_slots() const { return base[4]; }
   FLASHMLA_HD int32_t num_split() const { return base[6]; }
@@ -203,6 +208,9 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   }
   // Parts left without work own an empty chunk range.
   while (part < num_parts) close_part();
+  Chunk* part_first = v.part_first();
+  for (int q = 0; q < num_parts; ++q)
+    part_first[q] = part_begin[q] < part_begin[q + 1] ? chunks[part_begin[q]] : Chunk{0, 0, 0, -1};
 
   int32_t* h = v.header();
   h[0] = kMagic;

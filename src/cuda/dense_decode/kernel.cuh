@@ -380,6 +380,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  sm90::prefetch_l1(view.part_first() + part);  // beside part_begin, not after it
   const int c_begin = view.part_begin()[part];
   const int c_end = view.part_begin()[part + 1];
   const uint8_t* k_base = static_cast<const uint8_t*>(p.k_cache) + kvh * p.k_stride[2] * 2;
@@ -413,7 +414,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = view.chunks()[c];
+    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
     const int64_t req = ch.req;
     const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
     const int32_t* table = p.block_table + req * p.bt_stride[0];

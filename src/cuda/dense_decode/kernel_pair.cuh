@@ -60,13 +60,15 @@ static_assert(2 * 128 * kConsumerRegs + 128 * kProducerRegs == 384 * 168,
 // P1 in Q's RoPE atom, are done). So the next chunk's Q streams in under the previous chunk's
 // output stores, and no consumer thread holds TMA operands (that cost the step ~100
 // uniform-register copies, session 14). Every chunk loads its tile, even one without blocks, so
-// load k of the CTA completes q_full's phase k (+1: kernel start), whose parity the consumers
-// take from the chunk index alone (one register fewer in the steps).
+// the part's k-th tile completes q_full's phase k, whose parity the consumers take from the
+// chunk's index within the part.
 template <int kDqk>
 __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtensorMap* qmap,
                                               uint32_t smem_base) {
   using Plan = PairSmemPlan<kDqk>;
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  // (a part's first chunk from part_first: fetched beside part_begin, not after it)
+  sm90::prefetch_l1(view.part_first() + cta_part());
   const int c_begin = view.part_begin()[cta_part()];
   const int c_end = view.part_begin()[cta_part() + 1];
   // Box origin: the tile's first row is (query row_base / group, head row_base % group); the
@@ -85,7 +87,7 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
     }
 #endif
     sm90::mbarrier_arrive_expect_tx(full, Plan::kQAtoms * kAtomBytes);
-    const int req = view.chunks()[c].req;
+    const int req = (c == c_begin ? view.part_first() + cta_part() : view.chunks() + c)->req;
 #pragma unroll 1
     for (int a = 0; a < Plan::kQAtoms; ++a)
       sm90::tma_load_5d(smem_base + Plan::kQ + a * kAtomBytes, qmap, full, a * kAtomDims, head0,
@@ -107,6 +109,7 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   constexpr int kHalf = kVAtomsPerHalf;
   constexpr int kV = kDimV / kAtomDims;
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  sm90::prefetch_l1(view.part_first() + cta_part());  // beside part_begin, not after it
   const int c_begin = view.part_begin()[cta_part()];
   const int c_end = view.part_begin()[cta_part() + 1];
   const int row_base = cta_qtile() * kRowsPerTile;
@@ -118,7 +121,14 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   const int rope = buf == 0 ? kK0Rope : kK1Rope;
   uint32_t loads = 0;
   for (int c = c_begin; c < c_end; ++c) {
-    const ChunkSpan sp = chunk_span(p, view.chunks()[c], row_base);
+    const sched::Chunk ch = *(c == c_begin ? view.part_first() + cta_part() : view.chunks() + c);
+    // The page index of the chunk's first block does not depend on the request's length: its
+    // line is fetched beside the length (chunk_span), not after it. (Within the table: the
+    // chunk's tiles and the clamped length's.)
+    const int tok_first = (ch.tile_begin + buf) * kTokensPerTile;
+    if (ch.tile_begin + buf < ch.tile_end && tok_first < p.max_len)
+      sm90::prefetch_l1(block_entry(p, ch.req, tok_first));
+    const ChunkSpan sp = chunk_span(p, ch, row_base);
     for (int k = buf; k < sp.n_blocks; k += 2) {
       const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
       if constexpr (Plan::kRopeInRegs)
@@ -164,10 +174,6 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         const uint32_t q_full = sm90::smem_addr(smem + Plan::kQFull);
         sm90::mbarrier_init(q_full, 1);
         sm90::mbarrier_init(sm90::smem_addr(smem + Plan::kQEmpty), 1);
-        // An odd first chunk: phase 0 completes now, so chunk c's tile completes the phase of
-        // parity c & 1 (pair_q_loader).
-        const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
-        if (view.part_begin()[cta_part()] & 1) sm90::mbarrier_arrive(q_full);
       }
       sm90::fence_mbarrier_init();
     }
@@ -213,6 +219,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  sm90::prefetch_l1(view.part_first() + part);  // beside part_begin, not after it
   const int c_begin = view.part_begin()[part];
   const int c_end = view.part_begin()[part + 1];
 
@@ -227,7 +234,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   const bool q_tma = kLoads == kLoadsProducer && p.q_tma;
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = view.chunks()[c];
+    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
     PAIR_TRACE_CHUNK(0);
     const ChunkSpan sp = chunk_span(p, ch, row_base);
     const int req = sp.req;
@@ -267,7 +274,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       }
     }
     if (q_tma) {
-      sm90::mbarrier_wait(sm90::smem_addr(smem + Plan::kQFull), c & 1);
+      // (the part's k-th tile completes q_full's phase k)
+      sm90::mbarrier_wait(sm90::smem_addr(smem + Plan::kQFull), (c - c_begin) & 1);
       PAIR_TRACE_CHUNK(7);
     } else {
       // (the Q tiles of later chunks were issued before the previous chunk's output stores)

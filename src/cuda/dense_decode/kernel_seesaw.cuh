@@ -91,6 +91,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int valid_rows = min(kRowsPerTile, p.rows - row_base);
 
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
+  sm90::prefetch_l1(view.part_first() + part);  // beside part_begin, not after it
   const int c_begin = view.part_begin()[part];
   const int c_end = view.part_begin()[part + 1];
 
@@ -118,10 +119,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = view.chunks()[c];
+    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
     const int64_t req = ch.req;
-    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
     const int32_t* table = p.block_table + req * p.bt_stride[0];
+    // The first tile's table entry is fetched beside the length, not after it (within the
+    // table: the chunk's tiles and the clamped length's).
+    const int64_t tok_first = int64_t{ch.tile_begin} * kTokensPerTile;
+    if (tid == kProducerThread && ch.tile_begin < ch.tile_end && tok_first < p.max_len)
+      sm90::prefetch_l1(table + (tok_first / p.page_block_size) * p.bt_stride[1]);
+    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
 
     int64_t limit[2];
     row_limits(p, len, my_row, valid_rows, row_base, limit);

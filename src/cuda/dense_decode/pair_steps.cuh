@@ -20,10 +20,16 @@ inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 struct BlockAddr {
   int blk, row;
 };
+// The block-table entry of token t of request req.
+__device__ __forceinline__ const int32_t* block_entry(const MainParams& p, int req, int t) {
+  const int page = p.page_block_size;
+  const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
+  return p.block_table + int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1];
+}
 __device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, int t) {
   const int page = p.page_block_size;
   const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
-  int64_t b = p.block_table[int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1]];
+  int64_t b = *block_entry(p, req, t);
   b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_L2_ONLY)  // diagnostic: every copy reads block 0 or 1
   b = p.num_blocks > 1 ? pg % 2 : 0;
