@@ -18,16 +18,14 @@ inline constexpr int kChunksPerAtomRow = 128 / 16;
 
 // Two consumer warpgroups. Each computes half of S's key columns (64 x 32) and owns half of
 // O's columns (64 x 256 fp32 = 128 registers per thread).
-// Atom columns per TMA copy of a V half in the pair kernel (1: one copy and one "full" barrier
-// per atom column; 4: one 5-D box per half through `vmap`, completing on the half's first
-// barrier). Session 19, H200, 4 against 1: D4 -1.3 %, L5 -1.2 %, D1 +0.3 %, D3 +0.2 %; quick
-// GPU tier and memcheck clean, the full tier not finished: kept as a build switch
-// (-DFLASHMLA_DENSE_DECODE_AB_BOX_ATOMS=4) until measured and tested in full.
-#if defined(FLASHMLA_DENSE_DECODE_AB_BOX_ATOMS)  // A/B builds
-inline constexpr int kVBoxAtoms = FLASHMLA_DENSE_DECODE_AB_BOX_ATOMS;
-#else
-inline constexpr int kVBoxAtoms = 1;
-#endif
+// The pair kernel's "V box" form: each V half copied as one 5-D box of kVBoxAtoms atom columns
+// through `vmap`, completing on the half's first barrier (3 copies per block instead of 9; S
+// waits once per V half). It pays where more than two q-tile CTAs share every KV block (s_q >= 2
+// at 128 heads: D4, L5) and costs where two do (D1, L1; sessions 19-20, H200, same runs: D4
+// -1.3 / -1.4 %, L5 -1.2 / -1.0 %, D1 +0.3 / +1.2 %, D3 +0.2 / 0 %), so it is chosen per launch
+// from the q-tile count (FLASHMLA_DENSE_DECODE_VBOX=0/1 overrides, for A/B timing and tests).
+inline constexpr int kVBoxAtoms = 4;
+inline constexpr int kVBoxMinQTiles = 3;
 inline constexpr int kWarpgroups = 2;
 inline constexpr int kThreads = kWarpgroups * 128;
 inline constexpr int kTokensPerWarpgroup = kTokensPerTile / kWarpgroups;  // 32 = wgmma N of S

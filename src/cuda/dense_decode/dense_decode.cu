@@ -116,7 +116,7 @@ bool make_kv_tensor_map(const DenseDecodeParams& p, const DenseDecodeProblem& pb
   return encode_swizzled(map, pb.is_fp16, 4, k.data, dims, strides, box, promo);
 }
 
-// The pair kernel's V halves as one box each (mla_decode::kVBoxAtoms > 1): k_cache as 5-D
+// The pair kernel's V halves as one box each (the V-box form, config.h): k_cache as 5-D
 // {64 dims, page row, atom column, kv head, block}, box {64, 64, kVBoxAtoms, 1, 1}, which lands
 // as kVBoxAtoms consecutive 8 KB atom columns, the layout of the per-atom copies. Called after
 // make_kv_tensor_map accepted the strides.
@@ -265,8 +265,17 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
-  CUtensorMap vmap = tmap;  // the pair kernel's V boxes (kVBoxAtoms > 1)
-  if (mla_decode::kVBoxAtoms > 1 && m.use_tma && !make_kv_box_map(p, pb, &vmap)) m.use_tma = 0;
+  // The V-box form where more than two q-tile CTAs share each KV block (config.h).
+  const int q_tiles = (m.rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
+  m.v_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
+                    q_tiles >= mla_decode::kVBoxMinQTiles
+                ? 1
+                : 0;
+  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "0")) m.v_box = 0;
+  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "1"))
+    m.v_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads ? 1 : 0;
+  CUtensorMap vmap = tmap;  // unused unless v_box
+  if (m.v_box && !make_kv_box_map(p, pb, &vmap)) m.v_box = 0;
   // Q by TMA: the pair kernel with its producer warpgroup
   CUtensorMap qmap{};
   m.q_tma = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&

@@ -600,9 +600,10 @@ void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap
   int threads = kThreads;
   if (p.use_tma && p.variant == kVariantPair) {
     if (p.inline_loads) {
-      kernel = &pair_kernel<T, kDqk, kLoadsInline>;
+      kernel = &pair_kernel<T, kDqk, kLoadsInline, 1>;
     } else {
-      kernel = &pair_kernel<T, kDqk, kLoadsProducer>;
+      kernel = p.v_box ? &pair_kernel<T, kDqk, kLoadsProducer, kVBoxAtoms>
+                       : &pair_kernel<T, kDqk, kLoadsProducer, 1>;
       threads = pair_threads<kLoadsProducer>();
     }
     smem = PairSmemPlan<kDqk>::kBytes;

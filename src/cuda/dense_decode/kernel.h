@@ -12,7 +12,7 @@ namespace flashmla::cuda::mla_decode {
 // instantiations/*.cu. T = __nv_bfloat16 | __half.
 // `tmap` describes k_cache for the TMA path (p.use_tma), `qmap` q for the pair kernel's Q tiles
 // by TMA (p.q_tma), `vmap` k_cache as boxes of kVBoxAtoms atom columns for the pair kernel's V
-// halves (config.h; unused while kVBoxAtoms == 1); each is ignored otherwise.
+// halves (p.v_box; config.h); each is ignored otherwise.
 template <typename T, int kDqk>
 void launch_main(const MainParams& p, const CUtensorMap& tmap, const CUtensorMap& qmap,
                  const CUtensorMap& vmap, cudaStream_t stream);

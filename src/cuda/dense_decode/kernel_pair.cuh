@@ -100,7 +100,7 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
 // released it (parts in the order they are released: K0 RoPE, V_L, V_R; K1 RoPE, V_R, V_L).
 // Everything it needs is computed here, after the register hand-over: values live across it
 // would have to fit the producer's 24 registers.
-template <int kDqk, int kLoads>
+template <int kDqk, int kLoads, int kBox>
 __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtensorMap* tmap,
                                               const CUtensorMap* vmap, uint32_t smem_base,
                                               int buf) {
@@ -132,20 +132,21 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
     for (int k = buf; k < sp.n_blocks; k += 2) {
       const BlockAddr at = block_addr(p, sp.req, sp.tok_begin + k * kTokensPerTile);
       if constexpr (Plan::kRopeInRegs)
-        load_half<kLoads, kV, kQAtoms>(p, tmap, kvh, empty, loads, rope, at, k_addr,
+        load_half<kLoads, kV, kQAtoms, kBox>(p, tmap, kvh, empty, loads, rope, at, k_addr,
             bars, vmap);
       if (buf == 0) {
-        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
-        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
+        load_half<kLoads, 0, kHalf, kBox>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
+        load_half<kLoads, kHalf, kV, kBox>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
       } else {
-        load_half<kLoads, kHalf, kV>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
-        load_half<kLoads, 0, kHalf>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
+        load_half<kLoads, kHalf, kV, kBox>(p, tmap, kvh, empty, loads, hi, at, k_addr, bars, vmap);
+        load_half<kLoads, 0, kHalf, kBox>(p, tmap, kvh, empty, loads, lo, at, k_addr, bars, vmap);
       }
     }
   }
 }
 
-template <typename T, int kDqk, int kLoads>
+// kBox: atom columns per V copy (1, or kVBoxAtoms for the V-box form; config.h).
+template <typename T, int kDqk, int kLoads, int kBox>
 __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     pair_kernel(const __grid_constant__ MainParams p, const __grid_constant__ CUtensorMap tmap,
                 const __grid_constant__ CUtensorMap qmap,
@@ -184,7 +185,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
       sm90::setmaxnreg_dec<kProducerRegs>();
       const int warp = (threadIdx.x - kThreads) / 32;
       if (threadIdx.x % 32 == 0 && warp < 2)
-        pair_producer<kDqk, kLoads>(p, &tmap, &vmap, sm90::smem_addr(smem), warp);
+        pair_producer<kDqk, kLoads, kBox>(p, &tmap, &vmap, sm90::smem_addr(smem), warp);
       if (kLoads == kLoadsProducer && p.q_tma && threadIdx.x % 32 == 0 && warp == 2)
         pair_q_loader<kDqk>(p, &qmap, sm90::smem_addr(smem));
       return;
@@ -254,21 +255,21 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
                                 : BlockAddr{0, 0};
       if (tid == 0) {
         if constexpr (kRope)
-          load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
+          load_half<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK0Rope, at0, k0_addr,
               bars0, &vmap);
-        load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0,
+        load_half<kLoads, 0, kHalf, kBox>(p, &tmap, kvh, empty, loads, kK0Lo, at0, k0_addr, bars0,
                                     &vmap);
         if (n_blocks > 1)
-          load_half<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1,
+          load_half<kLoads, 0, kHalf, kBox>(p, &tmap, kvh, empty, loads, kK1Lo, at1, k1_addr, bars1,
                                       &vmap);
       } else if (tid == 128) {
-        load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0,
+        load_half<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK0Hi, at0, k0_addr, bars0,
                                      &vmap);
         if (n_blocks > 1) {
           if constexpr (kRope)
-            load_half<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
+            load_half<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
                 bars1, &vmap);
-          load_half<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1,
+          load_half<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1,
                                        &vmap);
         }
       }
@@ -315,12 +316,12 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     // First S of each warpgroup: WG0 block 0, WG1 block 1.
     if (wg < n_blocks) {
       if (wg == 0) {
-        issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
-        issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
+        issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k0, bars0, parity, true);
+        issue_qk_atoms<T, kQAtoms, 0, kV, kBox>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
       } else {
-        issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
-        issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
-        issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
+        issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k1, bars1, parity, true);
+        issue_qk_atoms<T, kQAtoms, kHalf, kV, kBox>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
+        issue_qk_atoms<T, kQAtoms, 0, kHalf, kBox>(s, q8, desc_q, desc_k1, bars1, parity, false);
       }
       parity ^= 1;
     }
@@ -343,7 +344,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         PAIR_TRACE(0);
         if constexpr (kRope)  // S0 is done with K0's RoPE atom
           if (t128 == 0)
-            part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK0Rope,
+            part_done<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK0Rope,
                 next0, next0_at, k0_addr, bars0, &vmap);
         // ---- softmax of S0 against the running max; P0 to shared memory for WG1 ----
         float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
@@ -370,7 +371,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         sm90::fence_regs(pb);
         PAIR_TRACE(3);
         if (t128 == 0)
-          part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK0Lo,
+          part_done<kLoads, 0, kHalf, kBox>(p, &tmap, kvh, empty, loads, kK0Lo,
               next0, next0_at, k0_addr, bars0, &vmap);
 
         // ---- O_L = O_L 2^(m0 - m1) + P1 V1_L ----
@@ -391,17 +392,17 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         // ---- next S0 (block b + 2): its RoPE atom queues behind P1 V1_L; K1's first half goes
         // back to the producer as soon as P1 V1_L is done, before S0 waits for K0's V halves ----
         if (next0)
-          issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k0, bars0, parity, true);
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k0, bars0, parity, true);
         if (has1) {
           if (next0) sm90::wgmma_wait<kGroupsBeforeV>();  // the RoPE group may stay in flight
           else sm90::wgmma_wait<0>();
           PAIR_TRACE(9);
           if (t128 == 0)
-            part_done<kLoads, 0, kHalf>(p, &tmap, kvh, empty, loads, kK1Lo,
+            part_done<kLoads, 0, kHalf, kBox>(p, &tmap, kvh, empty, loads, kK1Lo,
                 next1, next1_at, k1_addr, bars1, &vmap);
         }
         if (next0) {
-          issue_qk_atoms<T, kQAtoms, 0, kV>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
+          issue_qk_atoms<T, kQAtoms, 0, kV, kBox>(s, q8, desc_q, desc_k0, bars0, parity, !kRope);
           parity ^= 1;
           hand_off(p, kBarS0Issued);  // WG1 may queue its S1 behind it now
           PAIR_TRACE(10);
@@ -414,7 +415,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         PAIR_TRACE(0);
         if constexpr (kRope)  // S1 is done with K1's RoPE atom
           if (has1 && t128 == 0)
-            part_done<kLoads, kV, kQAtoms>(p, &tmap, kvh, empty, loads, kK1Rope,
+            part_done<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK1Rope,
                 next1, next1_at, k1_addr, bars1, &vmap);
         // ---- O_R = O_R 2^(m - m0) + P0 V0_R (P0 against m0, from shared memory) ----
         pair_sync(kBarScale0);
@@ -467,7 +468,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         }
         PAIR_TRACE(5);
         if (t128 == 0)
-          part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK0Hi,
+          part_done<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK0Hi,
               next0, next0_at, k0_addr, bars0, &vmap);
         if (has1) {
           sm90::wgmma_wait<0>();
@@ -475,7 +476,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
           sm90::fence_regs(pb);
           PAIR_TRACE(6);
           if (t128 == 0)
-            part_done<kLoads, kHalf, kV>(p, &tmap, kvh, empty, loads, kK1Hi,
+            part_done<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK1Hi,
                 next1, next1_at, k1_addr, bars1, &vmap);
         }
 
@@ -485,9 +486,9 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         // complete late, with the pipe idle during WG0's softmax: -9 % D4 compute-only).
         if (next0) pair_sync(kBarS0Issued);
         if (next1) {
-          issue_qk_atoms<T, kQAtoms, kV, kQAtoms>(s, q8, desc_q, desc_k1, bars1, parity, true);
-          issue_qk_atoms<T, kQAtoms, kHalf, kV>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
-          issue_qk_atoms<T, kQAtoms, 0, kHalf>(s, q8, desc_q, desc_k1, bars1, parity, false);
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k1, bars1, parity, true);
+          issue_qk_atoms<T, kQAtoms, kHalf, kV, kBox>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
+          issue_qk_atoms<T, kQAtoms, 0, kHalf, kBox>(s, q8, desc_q, desc_k1, bars1, parity, false);
           parity ^= 1;
           PAIR_TRACE(8);
         }

@@ -121,8 +121,9 @@ __device__ __forceinline__ void release_half(uint32_t empty, int h) {
 }
 
 // Atoms [kFirst, kLast) of the 64-token block at `at` into a buffer whose atom barriers start at
-// `bars`: waits until part `h` is free (producer), arms every atom's barrier, copies them.
-template <int kLoads, int kFirst, int kLast>
+// `bars`: waits until part `h` is free (producer), arms every atom's barrier, copies them (kBox
+// atom columns of V per copy through `vmap`, on the barrier of the box's first atom).
+template <int kLoads, int kFirst, int kLast, int kBox>
 __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, BlockAddr at,
                                           uint32_t buf_addr, uint32_t bars,
@@ -155,10 +156,10 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
 #else
   constexpr int kCopies = 1;
 #endif
-  if constexpr (kVBoxAtoms > 1 && kFirst < kDimV / kAtomDims) {  // V atoms, boxes of several
+  if constexpr (kBox > 1 && kFirst < kDimV / kAtomDims) {  // V atoms, boxes of several
 #pragma unroll
-    for (int a = kFirst; a < kLast; a += kVBoxAtoms) {
-      sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kVBoxAtoms * kAtomBytes);
+    for (int a = kFirst; a < kLast; a += kBox) {
+      sm90::mbarrier_arrive_expect_tx(bars + 8 * a, kBox * kAtomBytes);
       sm90::tma_load_5d(buf_addr + a * kAtomBytes, vmap, bars + 8 * a, 0, row, a, kvh, blk,
                         policy);
     }
@@ -177,14 +178,14 @@ __device__ __forceinline__ void load_half(const MainParams& p, const CUtensorMap
 
 // A consumer warpgroup's last read of buffer part `h` is done (one lane): release it; with inline
 // loads the releasing lane also copies the next block (`next`, at `next_at`) into it.
-template <int kLoads, int kFirst, int kLast>
+template <int kLoads, int kFirst, int kLast, int kBox>
 __device__ __forceinline__ void part_done(const MainParams& p, const CUtensorMap* tmap, int kvh,
                                           uint32_t empty, uint32_t& loads, int h, bool next,
                                           BlockAddr next_at, uint32_t buf_addr, uint32_t bars,
                                           const CUtensorMap* vmap) {
   release_half<kLoads>(empty, h);
   if constexpr (!has_producer<kLoads>())
-    if (next) load_half<kLoads, kFirst, kLast>(p, tmap, kvh, empty, loads, h, next_at, buf_addr,
+    if (next) load_half<kLoads, kFirst, kLast, kBox>(p, tmap, kvh, empty, loads, h, next_at, buf_addr,
                                                bars, vmap);
 }
 
@@ -223,15 +224,15 @@ __device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched
 
 // S (+)= Q[:, atoms] K[:, atoms]^T for atoms [kFirst, kLast): waits for each atom's barrier, then
 // issues its four k-steps as one commit group (a wait between groups does not serialize them).
-// Atom 8 (RoPE, d_qk = 576) takes A from the registers q8.
-template <typename T, int kQAtoms, int kFirst, int kLast>
+// Atom 8 (RoPE, d_qk = 576) takes A from the registers q8. A V box (kBox atoms) is waited for
+// once, on its first atom's barrier.
+template <typename T, int kQAtoms, int kFirst, int kLast, int kBox>
 __device__ __forceinline__ void issue_qk_atoms(float (&s)[32], const uint32_t (&q8)[16],
                                                uint64_t desc_q, uint64_t desc_k, uint32_t bars,
                                                uint32_t parity, bool zero_first) {
 #pragma unroll
   for (int a = kFirst; a < kLast; ++a) {
-    // (a V box completes on the barrier of its first atom column)
-    if (a >= kDimV / kAtomDims || a % kVBoxAtoms == 0) sm90::mbarrier_wait(bars + 8 * a, parity);
+    if (a >= kDimV / kAtomDims || a % kBox == 0) sm90::mbarrier_wait(bars + 8 * a, parity);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_NO_MMA)  // diagnostic build: loads and waits only
     continue;
 #endif

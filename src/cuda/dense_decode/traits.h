@@ -41,6 +41,7 @@ struct MainParams {
   int sync_handoffs;        // pair kernel: bar.sync on both sides of each hand-off (racecheck)
   int out_vec16;            // out's rows start on 16-byte boundaries: 16-byte output stores
   int q_tma;                // pair kernel: Q tiles by TMA from the producer (a Q map exists)
+  int v_box;                // pair kernel: V halves as one box each (config.h, kVBoxAtoms)
   int combine_bulk;         // combine: the bulk-copy kernel, not the row-per-warp one (A/B)
   int variant;              // TMA path kernel: kVariantPair (default), kVariantSeesaw,
                             //   kVariantLockstep (A/B timing and tests)
