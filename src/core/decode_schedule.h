@@ -87,6 +87,11 @@ struct View {
   FLASHMLA_HD int32_t* first_slot() const { return num_splits() + b; }
   FLASHMLA_HD int32_t* split_list() const { return first_slot() + b; }  // 3 per split request
   FLASHMLA_HD Chunk* part_first() const { return reinterpret_cast<Chunk*>(split_list() + 3 * b); }
+  // Chunk c of part `part` (whose chunks start at c_begin = part_begin()[part]): its first one
+  // from part_first, which a kernel can fetch before part_begin has arrived.
+  FLASHMLA_HD const Chunk* part_chunk(int part, int c_begin, int c) const {
+    return c == c_begin ? part_first() + part : chunks() + c;
+  }
   FLASHMLA_HD int32_t num_chunks() const { return base[3]; }
   FLASHMLA_HD int32_t num_slots() const { return base[4]; }
   FLASHMLA_HD int32_t num_split() const { return base[6]; }

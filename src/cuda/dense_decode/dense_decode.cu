@@ -267,13 +267,11 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
   // The V-box form where more than two q-tile CTAs share each KV block (config.h).
   const int q_tiles = (m.rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
-  m.v_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
-                    q_tiles >= mla_decode::kVBoxMinQTiles
-                ? 1
-                : 0;
-  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "0")) m.v_box = 0;
-  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "1"))
-    m.v_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads ? 1 : 0;
+  const bool can_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads;
+  bool box = can_box && q_tiles >= mla_decode::kVBoxMinQTiles;
+  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "0")) box = false;
+  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "1")) box = can_box;
+  m.v_box = box ? 1 : 0;
   CUtensorMap vmap = tmap;  // unused unless v_box
   if (m.v_box && !make_kv_box_map(p, pb, &vmap)) m.v_box = 0;
   // Q by TMA: the pair kernel with its producer warpgroup

@@ -414,7 +414,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
+    const sched::Chunk ch = *view.part_chunk(part, c_begin, c);
     const int64_t req = ch.req;
     const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
     const int32_t* table = p.block_table + req * p.bt_stride[0];

@@ -87,7 +87,7 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
     }
 #endif
     sm90::mbarrier_arrive_expect_tx(full, Plan::kQAtoms * kAtomBytes);
-    const int req = (c == c_begin ? view.part_first() + cta_part() : view.chunks() + c)->req;
+    const int req = view.part_chunk(cta_part(), c_begin, c)->req;
 #pragma unroll 1
     for (int a = 0; a < Plan::kQAtoms; ++a)
       sm90::tma_load_5d(smem_base + Plan::kQ + a * kAtomBytes, qmap, full, a * kAtomDims, head0,
@@ -121,7 +121,7 @@ __device__ __forceinline__ void pair_producer(const MainParams& p, const CUtenso
   const int rope = buf == 0 ? kK0Rope : kK1Rope;
   uint32_t loads = 0;
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = *(c == c_begin ? view.part_first() + cta_part() : view.chunks() + c);
+    const sched::Chunk ch = *view.part_chunk(cta_part(), c_begin, c);
     // The page index of the chunk's first block does not depend on the request's length: its
     // line is fetched beside the length (chunk_span), not after it. (Within the table: the
     // chunk's tiles and the clamped length's.)
@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
   const bool q_tma = kLoads == kLoadsProducer && p.q_tma;
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
+    const sched::Chunk ch = *view.part_chunk(part, c_begin, c);
     PAIR_TRACE_CHUNK(0);
     const ChunkSpan sp = chunk_span(p, ch, row_base);
     const int req = sp.req;
@@ -267,10 +267,10 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
                                      &vmap);
         if (n_blocks > 1) {
           if constexpr (kRope)
-            load_half<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK1Rope, at1, k1_addr,
-                bars1, &vmap);
-          load_half<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr, bars1,
-                                       &vmap);
+            load_half<kLoads, kV, kQAtoms, kBox>(p, &tmap, kvh, empty, loads, kK1Rope, at1,
+                                                 k1_addr, bars1, &vmap);
+          load_half<kLoads, kHalf, kV, kBox>(p, &tmap, kvh, empty, loads, kK1Hi, at1, k1_addr,
+                                             bars1, &vmap);
         }
       }
     }
@@ -392,7 +392,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         // ---- next S0 (block b + 2): its RoPE atom queues behind P1 V1_L; K1's first half goes
         // back to the producer as soon as P1 V1_L is done, before S0 waits for K0's V halves ----
         if (next0)
-          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k0, bars0, parity, true);
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k0, bars0, parity,
+                                                        true);
         if (has1) {
           if (next0) sm90::wgmma_wait<kGroupsBeforeV>();  // the RoPE group may stay in flight
           else sm90::wgmma_wait<0>();
@@ -486,8 +487,10 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
         // complete late, with the pipe idle during WG0's softmax: -9 % D4 compute-only).
         if (next0) pair_sync(kBarS0Issued);
         if (next1) {
-          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k1, bars1, parity, true);
-          issue_qk_atoms<T, kQAtoms, kHalf, kV, kBox>(s, q8, desc_q, desc_k1, bars1, parity, !kRope);
+          issue_qk_atoms<T, kQAtoms, kV, kQAtoms, kBox>(s, q8, desc_q, desc_k1, bars1, parity,
+                                                        true);
+          issue_qk_atoms<T, kQAtoms, kHalf, kV, kBox>(s, q8, desc_q, desc_k1, bars1, parity,
+                                                      !kRope);
           issue_qk_atoms<T, kQAtoms, 0, kHalf, kBox>(s, q8, desc_q, desc_k1, bars1, parity, false);
           parity ^= 1;
           PAIR_TRACE(8);

@@ -119,7 +119,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
 
   for (int c = c_begin; c < c_end; ++c) {
-    const sched::Chunk ch = *(c == c_begin ? view.part_first() + part : view.chunks() + c);
+    const sched::Chunk ch = *view.part_chunk(part, c_begin, c);
     const int64_t req = ch.req;
     const int32_t* table = p.block_table + req * p.bt_stride[0];
     // The first tile's table entry is fetched beside the length, not after it (within the

@@ -185,8 +185,8 @@ __device__ __forceinline__ void part_done(const MainParams& p, const CUtensorMap
                                           const CUtensorMap* vmap) {
   release_half<kLoads>(empty, h);
   if constexpr (!has_producer<kLoads>())
-    if (next) load_half<kLoads, kFirst, kLast, kBox>(p, tmap, kvh, empty, loads, h, next_at, buf_addr,
-                                               bars, vmap);
+    if (next) load_half<kLoads, kFirst, kLast, kBox>(p, tmap, kvh, empty, loads, h, next_at,
+                                                     buf_addr, bars, vmap);
 }
 
 // The blocks a CTA visits in one chunk (the consumers and the producer compute it alike).
