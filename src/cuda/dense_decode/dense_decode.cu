@@ -265,21 +265,19 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 
   CUtensorMap tmap{};
   m.use_tma = make_kv_tensor_map(p, pb, &tmap) ? 1 : 0;
-  // The V-box form where more than two q-tile CTAs share each KV block (config.h).
+  // The pair kernel with its producer warpgroup: Q by TMA, and the V-box form where more than
+  // two q-tile CTAs share each KV block (config.h).
+  const bool producer =
+      m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads;
   const int q_tiles = (m.rows + mla_decode::kRowsPerTile - 1) / mla_decode::kRowsPerTile;
-  const bool can_box = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads;
-  bool box = can_box && q_tiles >= mla_decode::kVBoxMinQTiles;
+  bool box = producer && q_tiles >= mla_decode::kVBoxMinQTiles;
   if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "0")) box = false;
-  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "1")) box = can_box;
+  if (env_is("FLASHMLA_DENSE_DECODE_VBOX", "1")) box = producer;
   m.v_box = box ? 1 : 0;
   CUtensorMap vmap = tmap;  // unused unless v_box
   if (m.v_box && !make_kv_box_map(p, pb, &vmap)) m.v_box = 0;
-  // Q by TMA: the pair kernel with its producer warpgroup
   CUtensorMap qmap{};
-  m.q_tma = m.use_tma && m.variant == mla_decode::kVariantPair && !m.inline_loads &&
-                    make_q_tensor_map(p, pb, &qmap)
-                ? 1
-                : 0;
+  m.q_tma = producer && make_q_tensor_map(p, pb, &qmap) ? 1 : 0;
 
   if (pb.is_fp16) {
     if (pb.d_qk == 576) mla_decode::launch_main<__half, 576>(m, tmap, qmap, vmap, stream);
