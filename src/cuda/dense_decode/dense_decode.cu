@@ -255,6 +255,7 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.h_q = pb.h_q;
   m.h_kv = pb.h_kv;
   m.group = pb.h_q / pb.h_kv;
+  m.group_div = FastDiv(static_cast<uint32_t>(m.group));
   m.rows = pb.s_q * m.group;
   m.page_block_size = pb.page_block_size;
   m.num_blocks = pb.num_blocks;

@@ -53,6 +53,18 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 
+// 1 / x and log2(x) on the SFU, flushing subnormals (the epilogue's row sums are 0 or >= 1).
+__device__ __forceinline__ float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // The dynamic shared-memory base rounded up to 1024 bytes (swizzle atoms), by pointer arithmetic
 // on the __shared__ array itself so the compiler keeps shared (not generic) loads and stores.
 __device__ __forceinline__ uint8_t* align_smem_1024(uint8_t* smem_raw) {
@@ -219,76 +231,83 @@ __device__ __forceinline__ void quad_transpose(uint32_t (&v)[4], int quad_col) {
 
 // Epilogue of a chunk: O / l and lse, straight to out/lse (request not split) or to the chunk's
 // float32 partial slot. Rows with nothing attended get out 0 and lse +inf (partials: -inf).
-// In the accumulator layout a lane holds 2 columns of each 8-column group of its row, so plain
-// stores write 4 or 8 bytes per lane; where the rows are 16-byte aligned the quad first
-// exchanges values (shuffles) so that each lane stores 16 contiguous bytes: a quarter (16-bit
-// out) or half (float32 partials) of the store instructions, whole 32-byte sectors (same run:
-// D1 -1 %, D4 -3 %, L5 -3 %).
+// In the accumulator layout a lane holds 2 columns of each 8-column group of its row. 16-bit out
+// rows that are 16-byte aligned: the quad first exchanges values (shuffles) so that each lane
+// stores 16 contiguous bytes, a quarter of the store instructions (v20: D1 -1 %, D4 -3 %, L5
+// -3 %); else 4-byte stores. Partials: 8-byte stores (a quad still fills whole 32-byte sectors).
+// The code is kept short and branch-free per row: it runs once per chunk, and in the latency
+// cases every CTA runs it with a cold instruction cache (ncu, L2: most of the kernel's
+// instruction-fetch stalls sat here when each store had its own branch and address).
 template <typename T>
 __device__ __forceinline__ void write_output(const MainParams& p, const float (&o)[128],
                                              const float (&m)[2], const float* row_sum_smem,
                                              const int (&my_row)[2], int valid_rows, int row_base,
                                              int kvh, int wg, int quad_col, int64_t req,
                                              int slot) {
+  // Per row (all lanes; a quad shares its row, so rows past the tile skip as a quad): 1 / l on
+  // the SFU (l >= 1 unless empty: the row's max term is 2^0), lse, and the (query, head) of the
+  // row.
+  float inv[2], lse[2];
+  bool valid[2];
+  int query[2], head[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    // (all lanes run the shuffles; a quad shares its row, so rows past the tile skip as a quad)
     const int row = my_row[h];
-    const bool valid = row < valid_rows;
+    valid[h] = row < valid_rows;
     const float sum = row_sum_smem[row] + row_sum_smem[kRowsPerTile + row];
     const bool empty = !(sum > 0.0f);
-    const float inv = empty ? 0.0f : 1.0f / sum;
-    const float lse_nat = (m[h] + __log2f(sum)) * kLn2;
+    inv[h] = empty ? 0.0f : fast_rcp(sum);
+    lse[h] = empty ? (slot < 0 ? INFINITY : -INFINITY) : (m[h] + fast_log2(sum)) * kLn2;
     const int r = row_base + row;
-    const int i = r / p.group;
-    const int head = kvh * p.group + r % p.group;
-    const int col0 = wg * kDimVPerWarpgroup + 2 * quad_col;
-    if (slot < 0) {
-      T* out = static_cast<T*>(p.out) + req * p.out_stride[0] + i * p.out_stride[1] +
-               head * p.out_stride[2];
-      if (p.out_vec16) {
+    query[h] = static_cast<int>(p.group_div.div(static_cast<uint32_t>(r)));
+    head[h] = kvh * p.group + (r - query[h] * p.group);
+  }
+  const bool lse_lane = wg == 0 && quad_col == 0;
+  if (slot >= 0) {
 #pragma unroll
-        for (int g = 0; g < 8; ++g) {  // column groups 4 g .. 4 g + 3: lane q stores 4 g + q
-          uint32_t v[4];
-#pragma unroll
-          for (int k = 0; k < 4; ++k) {
-            const int e = 4 * (4 * g + k) + 2 * h;
-            v[k] = pack2<T>(o[e] * inv, o[e + 1] * inv);
-          }
-          quad_transpose(v, quad_col);
-          if (valid)
-            *reinterpret_cast<uint4*>(out + wg * kDimVPerWarpgroup + 8 * (4 * g + quad_col)) =
-                make_uint4(v[0], v[1], v[2], v[3]);
-        }
-      } else if (valid) {
+    for (int h = 0; h < 2; ++h) {
+      const int64_t prow = (int64_t{slot} * p.s_q + query[h]) * p.h_q + head[h];
+      float* out = p.o_partial + prow * kDimV + wg * kDimVPerWarpgroup + 2 * quad_col;
+      if (valid[h]) {
 #pragma unroll
         for (int j = 0; j < 32; ++j)
-          *reinterpret_cast<uint32_t*>(out + col0 + 8 * j) =
-              pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+          *reinterpret_cast<float2*>(out + 8 * j) =
+              make_float2(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+        if (lse_lane) p.lse_partial[prow] = lse[h];
       }
-      if (valid && wg == 0 && quad_col == 0)
-        p.lse[req * p.lse_stride[0] + head * p.lse_stride[1] + i * p.lse_stride[2]] =
-            empty ? INFINITY : lse_nat;
-    } else {
-      const int64_t prow = (int64_t{slot} * p.s_q + i) * p.h_q + head;
-      float* out = p.o_partial + prow * kDimV;
-      // (the workspace is 16-byte aligned, validate.cpp): groups j0 = 2 g, j1 = 2 g + 1; even
-      // lanes store 4 columns of j0 (theirs and their odd neighbour's), odd lanes 4 of j1.
-      const bool odd = (quad_col & 1) != 0;
-#pragma unroll
-      for (int g = 0; g < 16; ++g) {
-        const float a0 = o[4 * (2 * g) + 2 * h] * inv, b0 = o[4 * (2 * g) + 2 * h + 1] * inv;
-        const float a1 = o[4 * (2 * g + 1) + 2 * h] * inv;
-        const float b1 = o[4 * (2 * g + 1) + 2 * h + 1] * inv;
-        const float r0 = __shfl_xor_sync(0xffffffff, odd ? a0 : a1, 1);
-        const float r1 = __shfl_xor_sync(0xffffffff, odd ? b0 : b1, 1);
-        if (valid)
-          *reinterpret_cast<float4*>(out + wg * kDimVPerWarpgroup + 8 * (2 * g + (odd ? 1 : 0)) +
-                                     2 * (quad_col & 2)) =
-              odd ? make_float4(r0, r1, a1, b1) : make_float4(a0, b0, r0, r1);
-      }
-      if (valid && wg == 0 && quad_col == 0) p.lse_partial[prow] = empty ? -INFINITY : lse_nat;
     }
+    return;
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    T* out = static_cast<T*>(p.out) + req * p.out_stride[0] + query[h] * p.out_stride[1] +
+             head[h] * p.out_stride[2] + wg * kDimVPerWarpgroup;
+    if (p.out_vec16) {
+      uint32_t v[8][4];  // column groups 4 g .. 4 g + 3: lane q stores group 4 g + q
+#pragma unroll
+      for (int g = 0; g < 8; ++g) {
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          const int e = 4 * (4 * g + k) + 2 * h;
+          v[g][k] = pack2<T>(o[e] * inv[h], o[e + 1] * inv[h]);
+        }
+        quad_transpose(v[g], quad_col);
+      }
+      if (valid[h]) {
+#pragma unroll
+        for (int g = 0; g < 8; ++g)
+          *reinterpret_cast<uint4*>(out + 8 * (4 * g + quad_col)) =
+              make_uint4(v[g][0], v[g][1], v[g][2], v[g][3]);
+      }
+    } else if (valid[h]) {
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        *reinterpret_cast<uint32_t*>(out + 2 * quad_col + 8 * j) =
+            pack2<T>(o[4 * j + 2 * h] * inv[h], o[4 * j + 2 * h + 1] * inv[h]);
+    }
+    if (valid[h] && lse_lane)
+      p.lse[req * p.lse_stride[0] + head[h] * p.lse_stride[1] + query[h] * p.lse_stride[2]] =
+          lse[h];
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 
+#include "core/fast_div.h"
 #include "cuda/dense_decode/config.h"
 
 namespace flashmla::cuda::mla_decode {
@@ -29,6 +30,7 @@ struct MainParams {
   int num_parts;
   int s_q, h_q, h_kv;
   int group;                // h_q / h_kv
+  FastDiv group_div;        // division by group (a row's query index)
   int rows;                 // s_q * group: query rows per kv head
   int page_block_size;
   int64_t num_blocks;
