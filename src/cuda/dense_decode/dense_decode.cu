@@ -258,6 +258,7 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
   m.group_div = FastDiv(static_cast<uint32_t>(m.group));
   m.rows = pb.s_q * m.group;
   m.page_block_size = pb.page_block_size;
+  m.page_div = FastDiv(static_cast<uint32_t>(pb.page_block_size));
   m.num_blocks = pb.num_blocks;
   m.max_len = pb.max_blocks_per_seq * pb.page_block_size;
   m.scale_log2 = pb.scale * mla_decode::kLog2e;

@@ -97,7 +97,7 @@ __device__ __forceinline__ void row_limits(const MainParams& p, I len, const int
   for (int h = 0; h < 2; ++h) {
     limit[h] = 0;
     if (my_row[h] < valid_rows) {
-      const int i = (row_base + my_row[h]) / p.group;
+      const int i = static_cast<int>(p.group_div.div(static_cast<uint32_t>(row_base + my_row[h])));
       limit[h] = p.causal ? len - p.s_q + i + 1 : len;
       limit[h] = limit[h] < 0 ? 0 : limit[h];
     }

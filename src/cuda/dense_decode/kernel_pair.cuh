@@ -74,7 +74,8 @@ __device__ __forceinline__ void pair_q_loader(const MainParams& p, const CUtenso
   // Box origin: the tile's first row is (query row_base / group, head row_base % group); the
   // map's box covers 64 rows from there (make_q_tensor_map).
   const int row_base = cta_qtile() * kRowsPerTile;
-  const int head0 = row_base % p.group, query0 = row_base / p.group;
+  const int query0 = static_cast<int>(p.group_div.div(row_base));
+  const int head0 = row_base - query0 * p.group;
   const uint32_t full = smem_base + Plan::kQFull;
   const uint32_t empty = smem_base + Plan::kQEmpty;
   const uint64_t policy = sm90::l2_policy_evict_first();

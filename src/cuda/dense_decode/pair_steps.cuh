@@ -15,20 +15,25 @@ inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 
 // Cache block and first row of a request's 64-token block starting at token `tok` (block ids
 // clamped into the cache: a bad block id cannot send the copy engine outside k_cache). Token
-// indices fit in 32 bits (lengths are int32); page size 64, the common case, needs no division.
+// indices fit in 32 bits (lengths are int32); page size 64, the common case, is a shift, others
+// a FastDiv.
 // The loader threads read these a while before the copy, off the critical path.
 struct BlockAddr {
   int blk, row;
 };
 // The block-table entry of token t of request req.
+__device__ __forceinline__ int page_of(const MainParams& p, int t) {
+  return p.page_block_size == kTokensPerTile
+             ? t / kTokensPerTile
+             : static_cast<int>(p.page_div.div(static_cast<uint32_t>(t)));
+}
 __device__ __forceinline__ const int32_t* block_entry(const MainParams& p, int req, int t) {
-  const int page = p.page_block_size;
-  const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
+  const int pg = page_of(p, t);
   return p.block_table + int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1];
 }
 __device__ __forceinline__ BlockAddr block_addr(const MainParams& p, int req, int t) {
   const int page = p.page_block_size;
-  const int pg = page == kTokensPerTile ? t / kTokensPerTile : t / page;
+  const int pg = page_of(p, t);
   int64_t b = *block_entry(p, req, t);
   b = b < 0 ? 0 : (b >= p.num_blocks ? p.num_blocks - 1 : b);
 #if defined(FLASHMLA_DENSE_DECODE_PROBE_L2_ONLY)  // diagnostic: every copy reads block 0 or 1
@@ -208,9 +213,9 @@ __device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched
   sp.min_limit = sp.len;
   if (p.causal) {
     const int row_end = min(p.rows, static_cast<int>(cta_qtile() + 1u) * kRowsPerTile);
-    sp.min_limit = sp.len - p.s_q + row_base / p.group + 1;
+    sp.min_limit = sp.len - p.s_q + static_cast<int>(p.group_div.div(row_base)) + 1;
     sp.min_limit = sp.min_limit < 0 ? 0 : sp.min_limit;
-    max_limit = sp.len - p.s_q + (row_end - 1) / p.group + 1;
+    max_limit = sp.len - p.s_q + static_cast<int>(p.group_div.div(row_end - 1)) + 1;
     max_limit = max_limit < 0 ? 0 : max_limit;
   }
   sp.tok_begin = ch.tile_begin * kTokensPerTile;
@@ -420,16 +425,20 @@ __device__ __forceinline__ void store_fragments(uint8_t* p_smem, const uint32_t 
 
 // Zeroes rows [first_row, 64) of the four V atoms of one half of a buffer (tokens past the
 // request's end: P is 0 there, but 0 * NaN is NaN), by the 128 threads of warpgroup wg, and makes
-// the zeros visible to that warpgroup's wgmmas.
-__device__ __forceinline__ void zero_v_tail(uint8_t* buf, int half, int first_row, int wg) {
-  const int rows = kTokensPerTile - first_row;
-  const int total = rows * kVAtomsPerHalf * kChunksPerAtomRow;  // 16-byte chunks
-  for (int idx = threadIdx.x % 128; idx < total; idx += 128) {
-    const int a = idx / (rows * kChunksPerAtomRow);
-    const int rem = idx % (rows * kChunksPerAtomRow);
-    const int row = first_row + rem / kChunksPerAtomRow;
-    *reinterpret_cast<uint4*>(buf + (half * kVAtomsPerHalf + a) * kAtomBytes + row * 128 +
-                              (rem % kChunksPerAtomRow) * 16) = make_uint4(0, 0, 0, 0);
+// the zeros visible to that warpgroup's wgmmas. Out of line: the step calls it in four places
+// and it runs at most once per chunk; inlined (with a division by the run-time row count) it was
+// 650 of the step loop's 2,836 SASS instructions, and inlined without the division it moved the
+// V-box kernel's loop (D4, L5 +1 %, perf-journal.md, session 21).
+static __device__ __noinline__ void zero_v_tail(uint8_t* buf, int half, int first_row, int wg) {
+  // Thread t zeroes 16-byte chunks k = t, t + 128, ... of rows [first_row, 64) in each of the
+  // four atom columns (rows are contiguous 128-byte lines; no division by a run-time count:
+  // this runs at most once per chunk, from a cold instruction cache)
+  const int total = (kTokensPerTile - first_row) * kChunksPerAtomRow;  // per atom column
+  uint8_t* base = buf + half * kVAtomsPerHalf * kAtomBytes + first_row * 128;
+  for (int k = threadIdx.x % 128; k < total; k += 128) {
+#pragma unroll
+    for (int a = 0; a < kVAtomsPerHalf; ++a)
+      *reinterpret_cast<uint4*>(base + a * kAtomBytes + k * 16) = make_uint4(0, 0, 0, 0);
   }
   sm90::fence_proxy_async();
   sm90::named_barrier_sync(kBarWarpgroup + wg, 128);

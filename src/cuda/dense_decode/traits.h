@@ -33,6 +33,7 @@ struct MainParams {
   FastDiv group_div;        // division by group (a row's query index)
   int rows;                 // s_q * group: query rows per kv head
   int page_block_size;
+  FastDiv page_div;         // division by page_block_size (the TMA path's page of a token)
   int64_t num_blocks;
   int64_t max_len;          // max_blocks_per_seq * page_block_size: lengths are clamped to it
   float scale_log2;         // softmax_scale * log2(e)
