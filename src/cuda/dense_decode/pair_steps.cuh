@@ -21,12 +21,13 @@ inline constexpr int kVAtomsPerHalf = kDimVPerWarpgroup / kAtomDims;  // 4
 struct BlockAddr {
   int blk, row;
 };
-// The block-table entry of token t of request req.
+// The page (block-table column) of token t.
 __device__ __forceinline__ int page_of(const MainParams& p, int t) {
   return p.page_block_size == kTokensPerTile
              ? t / kTokensPerTile
              : static_cast<int>(p.page_div.div(static_cast<uint32_t>(t)));
 }
+// The block-table entry of token t of request req.
 __device__ __forceinline__ const int32_t* block_entry(const MainParams& p, int req, int t) {
   const int pg = page_of(p, t);
   return p.block_table + int64_t{req} * p.bt_stride[0] + int64_t{pg} * p.bt_stride[1];
