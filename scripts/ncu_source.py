@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Summarises ncu's source page (SASS view, CSV) of one kernel: the sample totals per column,
-the lines holding the most warp-state samples, and the samples of every code region (a region
-starts after each unconditional branch or exit, so that taken branches show as region starts).
+the lines holding the most samples of one column, and (--buckets N) the samples, instruction-fetch
+stalls and executed instructions per run of N SASS lines (where in the code the time goes).
 
-usage: ncu_source.py [--top N] [--column SUBSTRING] [--regions] FILE.csv
+usage: ncu_source.py [--top N] [--column SUBSTRING] [--buckets N] FILE.csv
 """
 import argparse
 import csv
@@ -32,7 +32,7 @@ def main():
     ap.add_argument("file")
     ap.add_argument("--top", type=int, default=25)
     ap.add_argument("--column", default="Warp Stall Sampling (All")
-    ap.add_argument("--regions", action="store_true")
+    ap.add_argument("--buckets", type=int, default=0)
     a = ap.parse_args()
     head, rows = read(a.file)
     addr_i = head.index("Address")
@@ -57,19 +57,17 @@ def main():
         extra = " ".join(f"{head[i][:24]}={r[i]}" for i in shown if i != key and r[i] not in
                          ("", "0"))
         print(f"    #{j:5d} {r[addr_i]} {r[key]:>7} {r[src_i][:60]:60s} {extra[:160]}")
-    if a.regions:
-        region, start, acc = [], 0, 0.0
-        for j, r in enumerate(rows):
-            acc += number(r[key]) or 0
-            text = r[src_i].strip()
-            if text.startswith(("BRA ", "EXIT", "RET")) or " BRA " in text or j == len(rows) - 1:
-                region.append((start, j, acc))
-                start, acc = j + 1, 0.0
-        print("  regions (lines, samples):")
-        for s, e, v in region:
-            if v:
-                print(f"    {s:5d}-{e:5d} {v:8.0f}  {rows[s][src_i][:50]}")
-
+    if a.buckets:
+        col = {h: i for i, h in enumerate(head)}
+        def total(seg, name):
+            return sum(number(r[col[name]]) or 0 for r in seg) if name in col else 0
+        print(f"  per {a.buckets} lines: samples / no_inst / executed instructions")
+        for s0 in range(0, len(rows), a.buckets):
+            seg = rows[s0:s0 + a.buckets]
+            v = (total(seg, head[key]), total(seg, "stall_no_inst"),
+                 total(seg, "Instructions Executed"))
+            if any(v):
+                print(f"    {s0:5d}-{s0 + len(seg) - 1:5d} {v[0]:8.0f} {v[1]:6.0f} {v[2]:12.0f}")
 
 if __name__ == "__main__":
     main()
