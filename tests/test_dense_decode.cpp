@@ -298,6 +298,32 @@ TEST(DenseDecodeSchedule, SplitsOnlyWhenItPays) {
   }
 }
 
+// Every chunk after a request's first costs kChunkCostTiles (a Q load, float32 partials, a
+// combine input), so a split request is cut no more often than balance needs: anchors.md's L3
+// (32 requests of 32 tiles over 66 parts) took 95 chunks when continuation chunks were free
+// (three pieces for most requests, 24 MB of partials), 70 now.
+TEST(DenseDecodeSchedule, SplitRequestsCutIntoFewChunks) {
+  const std::vector<int32_t> seqlens(32, 2048);
+  const HostTensor meta = plan_schedule(seqlens, 66);
+  ASSERT_TRUE(check_schedule(seqlens, 66, meta));
+  const sched::View v{meta.ptr<int32_t>(), 32, 66};
+  EXPECT_LE(v.num_chunks(), 72);
+  EXPECT_EQ(v.num_split(), 32);
+  // Each part's cost, every chunk's overhead counted, stays within one chunk cost and one
+  // minimum chunk of its share.
+  const int64_t total = 32 * (sched::tiles_of(2048) + sched::kFixedCostTiles);
+  const int64_t share = (total + 65) / 66 + sched::kChunkCostTiles;
+  for (int p = 0; p < 66; ++p) {
+    int64_t cost = 0;
+    for (int c = v.part_begin()[p]; c < v.part_begin()[p + 1]; ++c) {
+      const sched::Chunk& ch = v.chunks()[c];
+      cost += ch.tile_end - ch.tile_begin +
+              (ch.tile_begin == 0 ? sched::kFixedCostTiles : sched::kChunkCostTiles);
+    }
+    EXPECT_LE(cost, share + sched::kChunkCostTiles + sched::kMinChunkTiles) << "part " << p;
+  }
+}
+
 TEST(DenseDecodeSchedule, PlanInfoSizesAreConsistent) {
   for (int64_t b : {1, 7, 128}) {
     const DecodePlan plan = dense_decode_plan_info(b, 2, 128, 1, 512, true, kCPU);

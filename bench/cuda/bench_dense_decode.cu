@@ -53,6 +53,12 @@ const Case kCases[] = {
     // (decode_schedule.h once put 94 chunks of B2 on one part).
     {"B1", 200, 1, 128, 1000, 0.0, 0.0},
     {"B2", 225, 1, 16, 100, 0.0, 0.0},
+    // ... and requests cut into a few chunks each: few medium ones, mixed lengths, one q tile of
+    // four queries, two long requests over 66 parts.
+    {"B3", 16, 1, 128, 3000, 0.0, 0.0},
+    {"B4", 48, 1, 128, 6000, 0.0, 0.0, true},
+    {"B5", 64, 4, 16, 2048, 0.0, 0.0},
+    {"B6", 2, 1, 128, 32768, 0.0, 0.0},
 };
 
 struct Buf {

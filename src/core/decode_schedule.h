@@ -4,7 +4,8 @@
 // run the very same code and produce identical schedules.
 //
 // Work is measured in key tiles of kTileTokens tokens; a request of n tiles costs
-// n + kFixedCostTiles (the fixed part models per-request setup: loading Q, writing O, combine).
+// n + kFixedCostTiles (the fixed part models per-request setup: loading Q, writing O, combine),
+// and every further chunk of a split request kChunkCostTiles more.
 // The total cost is cut into num_parts nearly equal, contiguous ranges over the request order
 // (each part's share recomputed from the work left when the part before it closes).
 // A request cut by part boundaries becomes several "chunks", each written to its own partial
@@ -54,6 +55,15 @@ inline constexpr int kWholeSlackDiv = 25;  // whole-request parts may be 4 % abo
 // SMs clock lower than 128, so only long requests gain (perf-journal.md, session 17, H200, kernel
 // time split vs whole: D2 at 8 tiles of excess +3.5 %, D4 at 16 +-0 %, D3 at 31 -0.7 %).
 inline constexpr int kSplitGainTiles = 20;
+// What a continuation chunk (every chunk of a split request after its first) costs beyond its
+// tiles: a Q load, float32 partial stores and a combine input. Charged in the split path, and
+// added to a part's share (a part opens with at most one such chunk), so parts come out a
+// little larger and requests are cut into fewer chunks, as FlashMLA's scheduler does with its
+// fixed cost on every piece. Without it (0, until session 22) L3's 32 requests became 95 chunks,
+// now 70: its combine reads 25 % fewer partial bytes and the main kernel has fewer chunk
+// boundaries (H200, same run, krn: L3 -6 %, B1 -3 %, B5 -5 %, B4 -0.5 %; 2 to 5 all gained,
+// 3 most on L3; the whole-request cases do not take this path; perf-journal.md, session 22).
+inline constexpr int kChunkCostTiles = 3;
 inline constexpr int kHeaderElems = 8;
 inline constexpr int kChunkElems = 4;
 
@@ -116,7 +126,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   // instead of piling onto the last one (b = 225 requests of 100 tokens on 132 parts had put 94
   // chunks on the last part; perf-journal.md, session 8).
   const int64_t balanced = (total + num_parts - 1) / num_parts;
-  int64_t per_part = balanced;
+  int64_t per_part = balanced + kChunkCostTiles;
   int64_t placed = 0;  // cost placed so far
 
   int32_t* part_begin = v.part_begin();
@@ -138,7 +148,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     part_begin[part] = n_chunks;
     if (part < num_parts) {
       const int64_t left = num_parts - part;
-      per_part = (total - placed + left - 1) / left;
+      per_part = (total - placed + left - 1) / left + kChunkCostTiles;
       if (per_part < 1) per_part = 1;
     }
   };
@@ -189,11 +199,11 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     do {
       const bool last_part = part == num_parts - 1;
       int64_t room = last_part ? (int64_t{1} << 40) : per_part - filled;
-      if (first) room -= kFixedCostTiles;
+      room -= first ? kFixedCostTiles : kChunkCostTiles;
       int64_t take = room < kMinChunkTiles ? kMinChunkTiles : room;
       if (take > n - t) take = n - t;
       chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), t, static_cast<int32_t>(t + take), -1};
-      filled += take + (first ? kFixedCostTiles : 0);
+      filled += take + (first ? kFixedCostTiles : kChunkCostTiles);
       placed += take + (first ? kFixedCostTiles : 0);
       t += static_cast<int32_t>(take);
       first = false;
