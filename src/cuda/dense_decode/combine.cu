@@ -63,18 +63,15 @@ __device__ __forceinline__ SplitEntry read_entry(const int32_t* list, int64_t in
 // rounds as possible: every slot's lse together with the first batch of partial float4s
 // (perf-journal.md, sessions 9 and 14).
 template <typename T, int kF4>
-__device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
-                                             int64_t rows_per_req, int64_t rem, int part,
-                                             int lane) {
+__device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e, int rows_per_req,
+                                             int rem, int part, int lane) {
   constexpr int kBatch = slots_per_batch<kF4>();
   const int64_t req = e.req;
   const int64_t first = e.first_slot;
   const int splits = e.splits;
-  const int i = static_cast<int>(rem / p.h_q);
-  const int h = static_cast<int>(rem % p.h_q);
 
   const float* lse_s = p.lse_partial + first * rows_per_req + rem;  // slot s: [s * rows_per_req]
-  const int64_t slot_stride4 = rows_per_req * (kDimV / 4);         // float4s between slots
+  const int64_t slot_stride4 = int64_t{rows_per_req} * (kDimV / 4);  // float4s between slots
   // float4 v of this lane: columns part * 128 kF4 + (v * 32 + lane) * 4 .. + 3
   const float4* src = reinterpret_cast<const float4*>(p.o_partial +
                                                       (first * rows_per_req + rem) * kDimV) +
@@ -105,9 +102,9 @@ __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
   for (int v = 0; v < kF4; ++v) acc[v] = make_float4(0.f, 0.f, 0.f, 0.f);
   float lse = INFINITY;
   if (mx > -INFINITY) {
-    float sum = lane < splits ? expf(my_lse - mx) : 0.0f;
+    float sum = lane < splits ? __expf(my_lse - mx) : 0.0f;
     for (int s = lane + 32; s < splits; s += 32)
-      sum += expf(__ldcg(lse_s + s * rows_per_req) - mx);
+      sum += __expf(__ldcg(lse_s + s * rows_per_req) - mx);
 #pragma unroll
     for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
     lse = mx + logf(sum);
@@ -118,7 +115,7 @@ __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
         if (s0 + s >= splits) break;  // warp-uniform
         const float ls = s0 + s < 32 ? __shfl_sync(0xffffffff, my_lse, s0 + s)
                                      : __ldcg(lse_s + (s0 + s) * rows_per_req);
-        const float wgt = expf(ls - lse);
+        const float wgt = __expf(ls - lse);
 #pragma unroll
         for (int v = 0; v < kF4; ++v) {
           acc[v].x += wgt * x[s][v].x;
@@ -129,6 +126,8 @@ __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
       }
     }
   }
+  const int i = rem / p.h_q;  // (32-bit, after the loads)
+  const int h = rem - i * p.h_q;
   T* out = static_cast<T*>(p.out) + req * p.out_stride[0] + i * p.out_stride[1] +
            h * p.out_stride[2] + part * 128 * kF4 + lane * 4;
 #pragma unroll
@@ -138,33 +137,42 @@ __device__ __forceinline__ void combine_item(const MainParams& p, SplitEntry e,
 }
 
 // kParts items per row of the split list: consecutive warps on the parts of one row, then the
-// next row (`warps` warps from warp `w` on stride over them).
+// next row (`warps` warps from warp `w` on stride over them). Item indices are 32-bit, divisions
+// without the 64-bit routine: at most b * s_q * h_q * 4 = 49,152 * 8 * 128 * 4 < 2^31 items
+// (plan.cu caps b at kPlanMaxBatch).
+static_assert(int64_t{kPlanMaxBatch} * 8 * 128 * 4 < (int64_t{1} << 31), "32-bit combine items");
 template <typename T, int kParts>
-__device__ __forceinline__ void combine_rows(const MainParams& p, int64_t w, int64_t warps) {
+__device__ __forceinline__ void combine_rows(const MainParams& p, int w, int warps) {
   const sched::View view{const_cast<int32_t*>(p.sched_meta), p.b, p.num_parts};
-  const int64_t n_split = view.num_split();  // 0: a whole-request schedule, nothing to merge
-  const int64_t rows_per_req = int64_t{p.s_q} * p.h_q;
+  const int n_split = view.num_split();  // 0: a whole-request schedule, nothing to merge
+  const int rows_per_req = p.s_q * p.h_q;
   const int lane = threadIdx.x % 32;
-  const int64_t items_per_req = rows_per_req * kParts;
-  const int64_t items = n_split * items_per_req;
+  const int items_per_req = rows_per_req * kParts;
+  const int items = n_split * items_per_req;
+  // The first item's entry and place are known before the main kernel ends.
   SplitEntry e{0, 0, 0};
-  if (w < items) e = read_entry(view.split_list(), w / items_per_req);
+  int in_req = 0;
+  if (w < items) {
+    e = read_entry(view.split_list(), w / items_per_req);
+    in_req = w % items_per_req;
+  }
   // Launched early by programmatic dependent launch: wait until the main kernel has finished
   // and its partials are visible.
   sm90::grid_dependency_wait();
   for (; w < items; w += warps) {
-    const int64_t in_req = w % items_per_req;
-    combine_item<T, 4 / kParts>(p, e, rows_per_req, in_req / kParts,
-                                static_cast<int>(in_req % kParts), lane);
-    if (w + warps < items) e = read_entry(view.split_list(), (w + warps) / items_per_req);
+    combine_item<T, 4 / kParts>(p, e, rows_per_req, in_req / kParts, in_req % kParts, lane);
+    if (w + warps < items) {
+      e = read_entry(view.split_list(), (w + warps) / items_per_req);
+      in_req = (w + warps) % items_per_req;
+    }
   }
 }
 
 template <typename T, int kParts>
 __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, combine_min_blocks<kParts>())
     combine_kernel(const __grid_constant__ MainParams p) {
-  combine_rows<T, kParts>(p, int64_t{blockIdx.x} * kCombineWarpsPerBlock + threadIdx.x / 32,
-                          int64_t{gridDim.x} * kCombineWarpsPerBlock);
+  combine_rows<T, kParts>(p, static_cast<int>(blockIdx.x * kCombineWarpsPerBlock + threadIdx.x / 32),
+                          static_cast<int>(gridDim.x * kCombineWarpsPerBlock));
 }
 
 // ---- The bulk combine (A/B switch FLASHMLA_DENSE_DECODE_COMBINE=bulk; slower so far, see
@@ -214,9 +222,9 @@ __global__ void __launch_bounds__(kBulkThreads, 1)
   if (max_splits > kBulkPairs) {
     // A request in more chunks than a tile holds slots: the row-per-warp path (quarter rows when
     // the grid's warps cover them that way).
-    const int64_t warps = int64_t{gridDim.x} * kBulkWarps;
-    const int64_t w = int64_t{blockIdx.x} * kBulkWarps + threadIdx.x / 32;
-    if (int64_t{view.num_split()} * p.s_q * p.h_q * 4 <= warps)
+    const int warps = static_cast<int>(gridDim.x * kBulkWarps);
+    const int w = static_cast<int>(blockIdx.x * kBulkWarps + threadIdx.x / 32);
+    if (view.num_split() * p.s_q * p.h_q * 4 <= warps)
       combine_rows<T, 4>(p, w, warps);
     else
       combine_rows<T, 1>(p, w, warps);
@@ -277,13 +285,13 @@ __global__ void __launch_bounds__(kBulkThreads, 1)
       for (int o = 16; o > 0; o /= 2) mx = fmaxf(mx, __shfl_xor_sync(0xffffffff, mx, o));
       float lse = INFINITY;
       if (mx > -INFINITY) {
-        float sum = lane < splits ? expf(l0 - mx) : 0.0f;
-        if (lane + 32 < splits) sum += expf(l1 - mx);
+        float sum = lane < splits ? __expf(l0 - mx) : 0.0f;
+        if (lane + 32 < splits) sum += __expf(l1 - mx);
 #pragma unroll
         for (int o = 16; o > 0; o /= 2) sum += __shfl_xor_sync(0xffffffff, sum, o);
         lse = mx + logf(sum);
-        if (lane < splits) w_s[lane * b.rows + r] = expf(l0 - lse);
-        if (lane + 32 < splits) w_s[(lane + 32) * b.rows + r] = expf(l1 - lse);
+        if (lane < splits) w_s[lane * b.rows + r] = __expf(l0 - lse);
+        if (lane + 32 < splits) w_s[(lane + 32) * b.rows + r] = __expf(l1 - lse);
       }
       if (lane == 0) {
         row_lse[stage * kBulkPairs + r] = lse;
