@@ -171,8 +171,8 @@ __device__ __forceinline__ void combine_rows(const MainParams& p, int w, int war
 template <typename T, int kParts>
 __global__ void __launch_bounds__(kCombineWarpsPerBlock * 32, combine_min_blocks<kParts>())
     combine_kernel(const __grid_constant__ MainParams p) {
-  combine_rows<T, kParts>(p, static_cast<int>(blockIdx.x * kCombineWarpsPerBlock + threadIdx.x / 32),
-                          static_cast<int>(gridDim.x * kCombineWarpsPerBlock));
+  const int warp = static_cast<int>(blockIdx.x * kCombineWarpsPerBlock + threadIdx.x / 32);
+  combine_rows<T, kParts>(p, warp, static_cast<int>(gridDim.x * kCombineWarpsPerBlock));
 }
 
 // ---- The bulk combine (A/B switch FLASHMLA_DENSE_DECODE_COMBINE=bulk; slower so far, see
