@@ -204,6 +204,8 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
       if (take > n - t) take = n - t;
       chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), t, static_cast<int32_t>(t + take), -1};
       filled += take + (first ? kFixedCostTiles : kChunkCostTiles);
+      // (placed tracks `total`, which counts requests' fixed costs only; the continuation
+      // chunks' cost is in every part's share instead)
       placed += take + (first ? kFixedCostTiles : 0);
       t += static_cast<int32_t>(take);
       first = false;
