@@ -1,7 +1,7 @@
 // Combine kernel: merges the float32 partial slots of every request the schedule split into
 // several chunks (SPEC.md §2, Flash-Decoding). One warp per (request, query, head) row, or per
-// quarter of one when rows are few, at a time (the warps of one resident wave stride
-// over them):
+// quarter of one when rows are few (a grid of up to kCombineMaxWaves waves; past that its
+// warps stride over them):
 //   lse = log(sum_s exp(lse_s)),   out = sum_s exp(lse_s - lse) * o_s
 // Empty partials carry lse_s = -inf and drop out; a row with every partial empty gets out = 0
 // and lse = +inf. Only the schedule's split list is visited: requests with one chunk were
@@ -156,6 +156,11 @@ __device__ __forceinline__ void combine_rows(const MainParams& p, int w, int war
     e = read_entry(view.split_list(), w / items_per_req);
     in_req = w % items_per_req;
   }
+  // A warp without an item leaves at once, without waiting for the main kernel: the grid is
+  // sized for the most rows the schedule could split (whole-request schedules split none), and
+  // its idle blocks would otherwise hold their SM's slots until the main kernel ends. Block 0
+  // always waits, so this grid never completes before the main kernel does.
+  if (w >= items && blockIdx.x != 0) return;
   // Launched early by programmatic dependent launch: wait until the main kernel has finished
   // and its partials are visible.
   sm90::grid_dependency_wait();
@@ -327,9 +332,6 @@ __global__ void __launch_bounds__(kBulkThreads, 1)
 }
 
 // Blocks of one resident wave of the combine kernel on the current device (cached per device).
-// Its warps stride over the rows: a grid of one warp per row needed up to four waves of block
-// launches after the main kernel (b * s_q * h_q warps, 4096 blocks for D4; the main kernel's CTAs
-// hold every register until they exit), even when no request was split.
 template <int kParts>
 int combine_wave_blocks() {
   static PerDeviceCache cache;
@@ -401,9 +403,14 @@ void launch_combine(const MainParams& p, bool is_fp16, cudaStream_t stream) {
   const bool quarters = rows * 4 <= quarters_wave * kCombineWarpsPerBlock;
   const int64_t wave = quarters ? quarters_wave : rows_wave;
   const int64_t warps = quarters ? rows * 4 : rows;
-  // (at least one block: with one part nothing is split and the grid just returns)
+  // A warp per item, up to kCombineMaxWaves resident waves (past that the warps stride): blocks
+  // of a later wave start wherever earlier ones finish, so SMs whose main-kernel CTAs ended
+  // early and rows of few slots take more of the work (session 23, against one resident wave
+  // whose warps strode: B4 -1.0 µs; blocks without an item leave before the wait). At least
+  // one block: with one part nothing is split and the grid just returns.
   const int64_t blocks = std::max<int64_t>(
-      1, std::min<int64_t>((warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock, wave));
+      1, std::min<int64_t>((warps + kCombineWarpsPerBlock - 1) / kCombineWarpsPerBlock,
+                           wave * kCombineMaxWaves));
   // Programmatic dependent launch: the combine grid is scheduled while the main kernel runs (it
   // triggers at its start) and waits in griddepcontrol.wait, hiding the launch latency.
   cudaLaunchAttribute attr{};

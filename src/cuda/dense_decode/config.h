@@ -41,6 +41,8 @@ inline constexpr float kLn2 = 0.6931471805599453f;
 
 // Combine: one warp per (request, query, head) row; each lane owns kDimV / 32 columns.
 inline constexpr int kCombineWarpsPerBlock = 8;
+// The combine grid: one warp per item, at most this many waves of resident blocks (combine.cu).
+inline constexpr int kCombineMaxWaves = 4;
 // The combine's two shapes (combine.cu): a lane's partial float4s in flight at once (a batch of
 // slots) and the blocks per SM it is compiled for (__launch_bounds__), without spills:
 // - whole rows (many rows of few slots: L3, L4, D3): 4 float4s (one slot) at <= 64 registers,
