@@ -7,8 +7,9 @@ INSTR = re.compile(r"^\s+/\*([0-9a-f]{4,6})\*/\s+(\S.*?)\s*;")
 
 
 def step_loop(instrs):
-    """(start offset, body) of the steady-state step: the shortest loop (backward branch) holding at least half as many
-    wgmmas as the loop that holds the most (the chunk loop around it also holds the first S)."""
+    """(start offset, body) of the steady-state step: the shortest loop (backward branch)
+    holding at least half as many wgmmas as the loop that holds the most (the chunk loop around
+    it also holds the first S)."""
     index = {a: i for i, (a, _) in enumerate(instrs)}
     loops = []
     for i, (addr, op) in enumerate(instrs):
