@@ -94,6 +94,8 @@ struct Result {
   double main_us;     // CUPTI: the main kernel's own duration, median (krn - main: the combine's tail)
   double ev8_us;      // events around each call after the big memset, without CUPTI, median
   double ev8_cupti;   // the same, in the CUPTI pass
+  double plan_ev;     // the plan step (dense_decode_plan): events around each call, median
+  double plan_krn;    // its kernel's duration (CUPTI), median (0: not measured)
   double flop, bytes;
 };
 
@@ -189,6 +191,40 @@ void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
   r.main_us = mains[kKernelRuns / 2];
 }
 
+// The plan step: an inference engine runs it once per batch shape, which in decoding is every
+// step (vLLM calls FlashMLA's get_mla_metadata before each step's layers), so its cost is paid
+// once per step, not per layer. Back to back, caches warm: events around each call (launch
+// included) and its kernel's own duration from the CUPTI records, medians of kKernelRuns.
+void plan_time(KernelTimer& timer, const DensePlanParams& pp, Result& r) {
+  cudaEvent_t e0, e1;
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
+  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
+  std::vector<double> t;
+  for (int i = 0; i < kKernelRuns; ++i) {
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
+    dense_decode_plan(pp);
+    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
+    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
+    float ms = 0;
+    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+    t.push_back(ms * 1e3);
+  }
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  std::sort(t.begin(), t.end());
+  r.plan_ev = t[t.size() / 2];
+  if (!timer.available()) return;
+  timer.start();
+  for (int i = 0; i < kKernelRuns; ++i) dense_decode_plan(pp);
+  FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+  const std::vector<KernelSpan> spans = timer.stop();
+  if (spans.size() != static_cast<size_t>(kKernelRuns)) return;  // one kernel per call
+  std::vector<double> d;
+  for (const KernelSpan& k : spans) d.push_back((k.end_ns - k.start_ns) * 1e-3);
+  std::sort(d.begin(), d.end());
+  r.plan_krn = d[d.size() / 2];
+}
+
 std::vector<int32_t> case_lengths(const Case& c) {
   std::vector<int32_t> lens(c.b, c.s_k);
   if (c.varlen) {
@@ -259,6 +295,7 @@ Result run_case(const Case& c, int runs, KernelTimer& timer, void* kflush, int64
   r.us = t[t.size() / 2];
   r.ev_hot = event_times(p, flush.p, kFlushBytes, runs)[runs / 2];
   if (timer.available() && kflush) kernel_time(timer, kflush, kflush_bytes, p, r);
+  plan_time(timer, pp, r);
   // SPEC.md formulas: FLOP over the attended keys of every query, bytes = Q + KV + O.
   double flop = 0, bytes = 0;
   for (const int32_t len : host_lens) {
@@ -357,12 +394,15 @@ int bench_dense_decode(int argc, char** argv) {
                     r.main_us, r.sum_us, r.ev8_us, r.ev8_cupti);
       else
         std::printf("     (ev hot %.1f)\n", r.ev_hot);
+      std::printf("     (plan step, back to back: kernel %.1f us, events around the call %.1f us)\n",
+                  r.plan_krn, r.plan_ev);
       if (f)
-        std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f,%.3f,%.3f,%.3f,%.4f,%.3f\n",
+        std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f,%.3f,%.3f,%.3f,%.4f,%.3f,"
+                     "%.3f,%.3f\n",
                      c.name, shape, r.us, r.flop / r.us * 1e-6, r.bytes / r.us * 1e-3,
                      anchored ? r.us / c.flashmla_ev_us : 0.0, r.kernel_us, r.kernel_mean,
                      r.sum_us, krn && anchored ? r.kernel_us / c.flashmla_kernel_us : 0.0,
-                     r.ev_hot);
+                     r.ev_hot, r.plan_krn, r.plan_ev);
     }
     if (kflush) cudaFree(kflush);
     if (f) std::fclose(f);

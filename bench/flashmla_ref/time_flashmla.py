@@ -13,7 +13,7 @@ profiler's CUPTI records; reported are the call's span (first kernel start to la
 median: the figure our benchmark's krn column holds), the durations summed (mean: the anchors'
 figure), and the main kernel alone (median). Also ev: CUDA events around each call after a 256 MB
 memset, median of 50. The scheduling metadata is computed by the first call and reused, as in
-production. Data as anchors.md: q, KV = randn/10 clamped to [-1, 1] in bf16, a random page
+production; its kernel is also timed alone (calls without metadata, column "FM plan"). Data as anchors.md: q, KV = randn/10 clamped to [-1, 1] in bf16, a random page
 permutation, page size 64, h_kv = 1, d_qk = 576, d_v = 512.
 
 A check against a float32 reference on the first requests of each case guards against timing
@@ -53,7 +53,8 @@ def read_cases(path):
 
 
 def read_ours(path):
-    """Our benchmark's CSV rows: name -> (ev us, krn span us, krn summed us, ev hot us)."""
+    """Our benchmark's CSV rows: name -> (ev us, krn span us, krn summed us, ev hot us, plan
+    kernel us)."""
     ours = {}
     if not path:
         return ours
@@ -64,7 +65,8 @@ def read_ours(path):
                 continue
             name = cols[0].split()[-1]
             hot = float(cols[10]) if len(cols) > 10 else float("nan")
-            ours[name] = (float(cols[2]), float(cols[6]), float(cols[8]), hot)
+            plan = float(cols[11]) if len(cols) > 11 else float("nan")
+            ours[name] = (float(cols[2]), float(cols[6]), float(cols[8]), hot, plan)
     return ours
 
 
@@ -179,6 +181,23 @@ def kernel_times(fm, x, flush):
             statistics.mean(span), max(span))
 
 
+def metadata_time(fm, x):
+    """FlashMLA's scheduling-metadata kernel (a call without metadata runs it before the main
+    kernel): its duration from the CUPTI records, median of 30 calls back to back; nan when the
+    records show no kernel named like it once per call."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CUDA], acc_events=True) as prof:
+        for _ in range(KERNEL_RUNS):
+            fm.op(x.q, x.k, D_V, x.lens, x.table, x.scale, x.causal, None, None)
+        torch.cuda.synchronize()
+    durs = []
+    for e in prof.profiler.kineto_results.events():
+        if "metadata" in e.name().lower():
+            durs.append((e.duration_ns() if hasattr(e, "duration_ns") else
+                         e.duration_us() * 1000) / 1e3)
+    return statistics.median(durs) if len(durs) == KERNEL_RUNS else float("nan")
+
+
 def event_time(fm, x, flush, runs, spin=True):
     """spin=False ("ev hot"): calls back to back as in our benchmark's ev hot column (the
     Python dispatch overlaps the 256 MB memset, ~60 µs on an H100/H200)."""
@@ -228,10 +247,12 @@ def main():
     print("  krn: call span from CUPTI records, median of 30, 8 GB memset before each; sum: the "
           "kernels' durations summed, mean (anchors.md's figure); ev: events, 256 MB memset and "
           "a 0.5 ms spin before each, median of 50; hot: the same without the spin (back to "
-          "back, under the power limit). ours/FM > 1: we are slower.")
+          "back, under the power limit); plan: the scheduling-metadata kernel alone (FlashMLA's "
+          "get_mla_metadata, our plan kernel), back to back, median of 30. ours/FM > 1: we are "
+          "slower.")
     hdr = (f"{'case':4} {'FM krn':>8} {'FM sum':>8} {'FM main':>8} {'FM ev':>8} {'TFLOPS':>7} "
            f"{'GB/s':>6} {'ours krn':>8} {'ours ev':>8} {'krn o/FM':>8} {'ev o/FM':>8} "
-           f"{'FM hot':>8} {'ours hot':>8} {'hot o/FM':>8}  check")
+           f"{'FM hot':>8} {'ours hot':>8} {'hot o/FM':>8} {'FM plan':>8} {'our plan':>8}  check")
     rows = []
     print(hdr)
     for n, case in enumerate(cases):
@@ -245,15 +266,16 @@ def main():
         kt = kernel_times(fm, x, kflush)
         ev = event_time(fm, x, eflush, EV_RUNS)
         hot = event_time(fm, x, eflush, EV_RUNS, spin=False)
+        plan = metadata_time(fm, x)
         krn, summed, main_us, per_call, span_mean, span_max = (
             kt if kt else (float("nan"),) * 3 + ([],) + (float("nan"),) * 2)
         flop, byte = flop_bytes(case)
         t = krn if kt else ev
-        o_ev, o_krn, _, o_hot = ours.get(case["name"], (float("nan"),) * 4)
+        o_ev, o_krn, _, o_hot, o_plan = ours.get(case["name"], (float("nan"),) * 5)
         print(f"{case['name']:4} {krn:8.1f} {summed:8.1f} {main_us:8.1f} {ev:8.1f} "
               f"{flop / t * 1e-6:7.1f} {byte / t * 1e-3:6.0f} {o_krn:8.1f} {o_ev:8.1f} "
               f"{o_krn / krn:7.3f}x {o_ev / ev:7.3f}x {hot:8.1f} {o_hot:8.1f} "
-              f"{o_hot / hot:7.3f}x  {check} (rel-L2 {err:.2e}, lse "
+              f"{o_hot / hot:7.3f}x {plan:8.1f} {o_plan:8.1f}  {check} (rel-L2 {err:.2e}, lse "
               f"{lse_err:.1e}; kernels/call {per_call}; span mean {span_mean:.1f}, max "
               f"{span_max:.1f})", flush=True)
         rows.append((case["name"], krn, summed, main_us, ev, o_krn, o_ev, err, check))
