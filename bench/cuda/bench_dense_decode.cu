@@ -59,6 +59,9 @@ const Case kCases[] = {
     {"B4", 48, 1, 128, 6000, 0.0, 0.0, true},
     {"B5", 64, 4, 16, 2048, 0.0, 0.0},
     {"B6", 2, 1, 128, 32768, 0.0, 0.0},
+    // A serving batch of a TP-8 shard: many mixed-length requests (the plan kernel's serial
+    // build is O(b)).
+    {"B7", 1024, 1, 16, 1024, 0.0, 0.0, true},
 };
 
 struct Buf {
