@@ -126,20 +126,36 @@ std::vector<GpuCase> make_cases() {
   return v;
 }
 
-// Fast activations for large caches: randn/10 clamped to [-1, 1] (Box-Muller over splitmix64).
+// Fast activations for large caches: randn/10 clamped to [-1, 1] (Box-Muller over splitmix64,
+// both of its normals used). One stream per request, its start hashed from (seed, request), so
+// requests fill in parallel and the values do not depend on the thread count (generating the
+// cache one thread at a time took most of the full tier's time: 26 s of a 64 x 4096-token case).
 struct FastNormal {
   uint64_t state;
+  bool has_spare = false;
+  float spare = 0;
+  static FastNormal stream(uint64_t seed, int64_t id) {
+    FastNormal h{seed ^ (0xD1B54A32D192ED03ull * static_cast<uint64_t>(id + 1))};
+    return FastNormal{h.next()};
+  }
   uint64_t next() {
     uint64_t z = (state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
   }
-  double activation() {
-    const double u1 = (static_cast<double>(next() >> 11) + 1.0) * 0x1.0p-53;
-    const double u2 = static_cast<double>(next() >> 11) * 0x1.0p-53;
-    const double g = std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
-    return std::clamp(g / 10.0, -1.0, 1.0);
+  double activation() {  // (float math: the values are rounded to 16 bits anyway)
+    float g = spare;
+    if (!has_spare) {
+      const uint64_t z = next();
+      const float u1 = (static_cast<float>(z >> 40) + 1.0f) * 0x1.0p-24f;
+      const float u2 = static_cast<float>((z >> 16) & 0xFFFFFF) * 0x1.0p-24f;
+      const float radius = std::sqrt(-2.0f * std::log(u1));
+      g = radius * std::cos(6.2831853f * u2);
+      spare = radius * std::sin(6.2831853f * u2);
+    }
+    has_spare = !has_spare;
+    return std::clamp(g / 10.0f, -1.0f, 1.0f);
   }
 };
 
@@ -155,7 +171,6 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
   const uint64_t seed = fresh_seed();
   SCOPED_TRACE(case_name(c) + " " + seed_note(seed));
   Rng rng(seed);
-  FastNormal fast{seed};
   const int d_v = 512;
   const Device gpu = cuda_device(0);
 
@@ -180,7 +195,9 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
   HostTensor k(c.dtype, {num_blocks, c.page, c.h_kv, c.d_qk});
   k.poison();  // NaN everywhere, then the tokens each request owns
   uint16_t* kp = k.ptr<uint16_t>();
-  for (int64_t r = 0; r < c.b; ++r)
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t r = 0; r < c.b; ++r) {
+    FastNormal fast = FastNormal::stream(seed, r);
     for (int64_t t = 0; t < lens[r]; ++t) {
       const int64_t blk = table.ptr<int32_t>()[r * max_blocks + t / c.page];
       uint16_t* row = kp + ((blk * c.page + t % c.page) * c.h_kv) * c.d_qk;
@@ -193,10 +210,16 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
           for (int e = c.d_qk - 64; e < c.d_qk; ++e) row[hd * c.d_qk + e] = to_16(offset, c.dtype);
       }
     }
+  }
   HostTensor q(c.dtype, {c.b, c.s_q, c.h_q, c.d_qk});
-  for (int64_t e = 0; e < q.numel(); ++e)
-    q.ptr<uint16_t>()[e] = to_16(c.jumps && e % c.d_qk >= c.d_qk - 64 ? 1.0 : fast.activation(),
-                                 c.dtype);
+  const int64_t q_per_req = int64_t{c.s_q} * c.h_q * c.d_qk;
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t r = 0; r < c.b; ++r) {
+    FastNormal fast = FastNormal::stream(seed, c.b + r);
+    for (int64_t e = r * q_per_req; e < (r + 1) * q_per_req; ++e)
+      q.ptr<uint16_t>()[e] =
+          to_16(c.jumps && e % c.d_qk >= c.d_qk - 64 ? 1.0 : fast.activation(), c.dtype);
+  }
   HostTensor seq = int32_tensor(lens);
 
   // CPU reference.
@@ -322,16 +345,17 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
                                    cudaMemcpyDeviceToHost));
     alt_outs.emplace_back("out 8 bytes off 16-byte alignment", std::move(alt));
   }
+  const std::vector<double> ref_o = ref_out.to_doubles();
   for (const auto& [what, alt] : alt_outs) {
-    EXPECT_TRUE(all_close("out with " + what, alt.to_doubles(), ref_out.to_doubles(),
-                          alt.shape(), {8e-4, 2.0 / 128}));
+    EXPECT_TRUE(all_close("out with " + what, alt.to_doubles(), ref_o, alt.shape(),
+                          {8e-4, 2.0 / 128}));
     // The two combine kernels do the same arithmetic in the same order.
     if (what.find("COMBINE=bulk") != std::string::npos)
       EXPECT_TRUE(bytes_equal("out, row-per-warp vs bulk combine", out[0].bytes(), alt.bytes(),
                               out[0].storage_bytes()));
   }
 
-  const std::vector<double> got_o = out[0].to_doubles(), ref_o = ref_out.to_doubles();
+  const std::vector<double> got_o = out[0].to_doubles();
   EXPECT_TRUE(all_close("out", got_o, ref_o, out[0].shape(), {8e-4, 2.0 / 128}));
   EXPECT_TRUE(cosine_close("out", got_o, ref_o, 5e-6));
   EXPECT_TRUE(all_close("lse", lse[0].to_doubles(), ref_lse.to_doubles(), lse[0].shape(),
