@@ -109,22 +109,18 @@ __global__ void spin_cycles(int64_t cycles) {
   }
 }
 
-// CUDA events around each of `runs` calls, each after a memset of `flush_bytes` (and a spin of
-// `spin` cycles when > 0): sorted µs.
-std::vector<double> event_times(const DenseDecodeParams& p, void* flush, int64_t flush_bytes,
-                                int runs, int64_t spin = 0) {
+// CUDA events around each of `runs` calls of `call()`, each after `before(i)` (outside the
+// events): sorted µs.
+template <typename Before, typename Call>
+std::vector<double> timed_calls(int runs, Before before, Call call) {
   cudaEvent_t e0, e1;
   FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
   FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
   std::vector<double> t;
   for (int i = 0; i < runs; ++i) {
-    FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
-    if (spin > 0) {
-      spin_cycles<<<1, 1>>>(spin);
-      FLASHMLA_CUDA_CHECK_LAUNCH("spin_cycles");
-    }
+    before(i);
     FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    dense_decode(p);
+    call();
     FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
     FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
     float ms = 0;
@@ -135,6 +131,22 @@ std::vector<double> event_times(const DenseDecodeParams& p, void* flush, int64_t
   cudaEventDestroy(e1);
   std::sort(t.begin(), t.end());
   return t;
+}
+
+// Events around each of `runs` decode calls, each after a memset of `flush_bytes` (and a spin of
+// `spin` cycles when > 0): sorted µs.
+std::vector<double> event_times(const DenseDecodeParams& p, void* flush, int64_t flush_bytes,
+                                int runs, int64_t spin = 0) {
+  return timed_calls(
+      runs,
+      [&](int i) {
+        FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
+        if (spin > 0) {
+          spin_cycles<<<1, 1>>>(spin);
+          FLASHMLA_CUDA_CHECK_LAUNCH("spin_cycles");
+        }
+      },
+      [&] { dense_decode(p); });
 }
 
 // The anchors' kernel time: each call after an 8 GB memset, the durations of the kernels it
@@ -199,23 +211,7 @@ void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
 // once per step, not per layer. Back to back, caches warm: events around each call (launch
 // included) and its kernel's own duration from the CUPTI records, medians of kKernelRuns.
 void plan_time(KernelTimer& timer, const DensePlanParams& pp, Result& r) {
-  cudaEvent_t e0, e1;
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < kKernelRuns; ++i) {
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    dense_decode_plan(pp);
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(t.begin(), t.end());
-  r.plan_ev = t[t.size() / 2];
+  r.plan_ev = timed_calls(kKernelRuns, [](int) {}, [&] { dense_decode_plan(pp); })[kKernelRuns / 2];
   if (!timer.available()) return;
   timer.start();
   for (int i = 0; i < kKernelRuns; ++i) dense_decode_plan(pp);
