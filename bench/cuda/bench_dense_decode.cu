@@ -211,10 +211,11 @@ void kernel_time(KernelTimer& timer, void* flush, int64_t flush_bytes,
 // once per step, not per layer. Back to back, caches warm: events around each call (launch
 // included) and its kernel's own duration from the CUPTI records, medians of kKernelRuns.
 void plan_time(KernelTimer& timer, const DensePlanParams& pp, Result& r) {
-  r.plan_ev = timed_calls(kKernelRuns, [](int) {}, [&] { dense_decode_plan(pp); })[kKernelRuns / 2];
+  const auto call = [&] { dense_decode_plan(pp); };
+  r.plan_ev = timed_calls(kKernelRuns, [](int) {}, call)[kKernelRuns / 2];
   if (!timer.available()) return;
   timer.start();
-  for (int i = 0; i < kKernelRuns; ++i) dense_decode_plan(pp);
+  for (int i = 0; i < kKernelRuns; ++i) call();
   FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
   const std::vector<KernelSpan> spans = timer.stop();
   if (spans.size() != static_cast<size_t>(kKernelRuns)) return;  // one kernel per call
@@ -393,8 +394,8 @@ int bench_dense_decode(int argc, char** argv) {
                     r.main_us, r.sum_us, r.ev8_us, r.ev8_cupti);
       else
         std::printf("     (ev hot %.1f)\n", r.ev_hot);
-      std::printf("     (plan step, back to back: kernel %.1f us, events around the call %.1f us)\n",
-                  r.plan_krn, r.plan_ev);
+      std::printf("     (plan step, back to back: kernel %.1f us, events around the call "
+                  "%.1f us)\n", r.plan_krn, r.plan_ev);
       if (f)
         std::fprintf(f, "gpu dense_decode %s,%s,%.3f,%.4f,%.3f,%.4f,%.3f,%.3f,%.3f,%.4f,%.3f,"
                      "%.3f,%.3f\n",

@@ -13,8 +13,9 @@ profiler's CUPTI records; reported are the call's span (first kernel start to la
 median: the figure our benchmark's krn column holds), the durations summed (mean: the anchors'
 figure), and the main kernel alone (median). Also ev: CUDA events around each call after a 256 MB
 memset, median of 50. The scheduling metadata is computed by the first call and reused, as in
-production; its kernel is also timed alone (calls without metadata, column "FM plan"). Data as anchors.md: q, KV = randn/10 clamped to [-1, 1] in bf16, a random page
-permutation, page size 64, h_kv = 1, d_qk = 576, d_v = 512.
+production; its kernel is also timed alone (calls without metadata, column "FM plan"). Data as
+anchors.md: q, KV = randn/10 clamped to [-1, 1] in bf16, a random page permutation, page size 64,
+h_kv = 1, d_qk = 576, d_v = 512.
 
 A check against a float32 reference on the first requests of each case guards against timing
 something that computes garbage.
