@@ -373,6 +373,44 @@ TEST_P(DenseDecodeGpu, MatchesCpuBackend) {
                           lse[0].storage_bytes()));
 }
 
+// The plan kernel alone on batches the decode cases above do not reach (hundreds to tens of
+// thousands of requests; lengths varied, zero, or far longer than the rest): sched_meta equal to
+// the CPU plan's for the same num_parts, whole buffers (the same poison before).
+TEST(DenseDecodePlanGpu, MatchesCpuPlanOnLargeBatches) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const uint64_t seed = fresh_seed();
+  SCOPED_TRACE(seed_note(seed));
+  Rng rng(seed);
+  const Device gpu = cuda_device(0);
+  for (const int64_t b : {200, 1000, 4096, 16384, 16385, 49152}) {
+    for (const int h_q : {16, 128}) {
+      std::vector<int32_t> lens(b);
+      for (int64_t r = 0; r < b; ++r) {
+        const int64_t u = rng.uniform_int(0, 8192);
+        lens[r] = r % 97 == 5 ? 0 : static_cast<int32_t>(r % 211 == 7 ? 100 * u : u);
+      }
+      const HostTensor seq = int32_tensor(lens);
+      const DecodePlan plan = dense_decode_plan_info(b, 1, h_q, 1, 512, false, gpu);
+      DeviceBuffer d_seq(seq.storage_bytes()), d_sched(plan.sched_meta_elems * 4);
+      d_seq.upload(seq.data(), seq.storage_bytes());
+      d_sched.poison();
+      HostTensor gpu_sched(DType::kInt32, {plan.sched_meta_elems});
+      dense_decode_plan(
+          {plan, seq.view_at(d_seq.get(), gpu), gpu_sched.view_at(d_sched.get(), gpu)});
+      FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+      d_sched.download(gpu_sched.data(), gpu_sched.storage_bytes());
+      DecodePlan same = plan;
+      same.device = kCPU;
+      HostTensor host_sched(DType::kInt32, {plan.sched_meta_elems});
+      host_sched.fill_bytes(0xFF);  // the device buffer's poison
+      dense_decode_plan({same, seq.view(), host_sched.view()});
+      ASSERT_TRUE(bytes_equal("sched_meta (GPU plan vs CPU plan), b " + std::to_string(b) +
+                                  ", h_q " + std::to_string(h_q),
+                              gpu_sched.bytes(), host_sched.bytes(), gpu_sched.storage_bytes()));
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Cases, DenseDecodeGpu, ::testing::ValuesIn(make_cases()),
                          [](const ::testing::TestParamInfo<GpuCase>& info) {
                            return std::to_string(info.index) + "_" + case_name(info.param);
