@@ -29,6 +29,7 @@
 
 #include "cuda/common/cuda_check.h"
 #include "flashmla/flashmla.h"
+#include "flashmla/fp8.h"
 #include "gpu/gpu_test_util.h"
 #include "test_util.h"
 
@@ -160,14 +161,10 @@ struct FastNormal {
 };
 
 // The generator's rounding: any nearby 16-bit value will do (the reference reads back what is
-// stored), so bf16 rounds the float's bits to nearest even, ~20x faster than test_util's
-// independent double_to_bf16 (which it matches on every float: checked once, 2026-12-04).
+// stored), so bf16 takes the library's bit rounding, ~20x faster than test_util's independent
+// double_to_bf16 (which BF16.MatchesIndependentRounding holds it against).
 uint16_t to_16(double x, DType dtype) {
-  if (dtype == DType::kFloat16) return double_to_fp16(x);
-  const float f = static_cast<float>(x);  // (finite: activations are clamped to [-1, 1])
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  return dtype == DType::kFloat16 ? double_to_fp16(x) : fp8::float_to_bf16(static_cast<float>(x));
 }
 
 class DenseDecodeGpu : public ::testing::TestWithParam<GpuCase> {};
