@@ -112,14 +112,19 @@ FLASHMLA_HD int32_t tiles_of(int64_t tokens) {
   return static_cast<int32_t>((tokens + kTileTokens - 1) / kTileTokens);
 }
 
+// The tiles of a request's length clamped to [0, max_len] (the run step clamps the same way).
+FLASHMLA_HD int32_t clamped_tiles(int32_t len, int64_t max_len) {
+  const int64_t l = len < 0 ? 0 : (len > max_len ? max_len : len);
+  return tiles_of(l);
+}
+
 // Builds the schedule. seqlens[r] is clamped to [0, max_len] (the run step clamps the same way,
 // so a bad length can never make a kernel read outside the block table).
 FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t max_len,
                        View v) {
   int64_t total = 0;
   for (int64_t r = 0; r < b; ++r) {
-    int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-    total += tiles_of(len) + kFixedCostTiles;
+    total += clamped_tiles(seqlens[r], max_len) + kFixedCostTiles;
   }
   // A part's share is recomputed from the work left whenever a part closes: room a part leaves
   // unused (a request's fixed cost kept off its very end) spreads over the parts still open
@@ -161,8 +166,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
     int used = 1;
     int64_t fill = 0;
     for (int64_t r = 0; r < b && whole; ++r) {
-      const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-      const int64_t c = tiles_of(len) + kFixedCostTiles;
+      const int64_t c = clamped_tiles(seqlens[r], max_len) + kFixedCostTiles;
       if (c > cap) whole = false;
       if (fill > 0 && fill + c > cap) {
         ++used;
@@ -177,8 +181,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   }
   if (whole) {
     for (int64_t r = 0; r < b; ++r) {
-      const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-      const int32_t n = tiles_of(len);
+      const int32_t n = clamped_tiles(seqlens[r], max_len);
       if (filled > 0 && filled + n + kFixedCostTiles > cap) close_part();
       chunks[n_chunks++] = Chunk{static_cast<int32_t>(r), 0, n, -1};
       filled += n + kFixedCostTiles;
@@ -188,8 +191,7 @@ FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t
   }
 
   for (int64_t r = 0; r < b && !whole; ++r) {
-    const int64_t len = seqlens[r] < 0 ? 0 : (seqlens[r] > max_len ? max_len : seqlens[r]);
-    const int32_t n = tiles_of(len);
+    const int32_t n = clamped_tiles(seqlens[r], max_len);
     // Do not start a request's fixed cost at the very end of a part.
     if (n > 0 && filled > 0 && part < num_parts - 1 && per_part - filled - kFixedCostTiles < 1)
       close_part();
