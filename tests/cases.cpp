@@ -210,6 +210,12 @@ const std::vector<DenseDecodeCase>& dense_decode_cases() {
         {.tier = Q, .b = 4, .s_q = 2, .h_q = 3, .page = 61, .causal = true, .max_seqlen = 500,
          .num_parts = 7},
         {.tier = Q, .b = 3, .h_q = 9, .page = 69, .max_seqlen = 300, .num_parts = 1},
+        // s_q up to 8 (MTP depths past 4), causal: 8 x 16 heads on page 64; s_q 7 with GQA 9/3
+        // on page 61, lengths shorter than s_q among them.
+        {.tier = Q, .b = 3, .s_q = 8, .h_q = 16, .page = 64, .causal = true,
+         .seqlens = {300, 8, 1000}},
+        {.tier = Q, .b = 4, .s_q = 7, .h_q = 9, .h_kv = 3, .page = 61, .causal = true,
+         .seqlens = {3, 7, 130, 0}},
         // fp16, h_kv = 8, d_qk 512, page 69, causal s_q = 3, strided.
         {.tier = Q, .b = 2, .s_q = 3, .h_q = 128, .h_kv = 8, .d_qk = 512, .page = 69,
          .dtype = FP16, .causal = true, .seqlens = {130, 2}, .strided = true},

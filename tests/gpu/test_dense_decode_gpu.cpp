@@ -100,6 +100,14 @@ std::vector<GpuCase> make_cases() {
       // head) and two kv heads, zero lengths among the pieces, causal queries, fp16.
       {24, 2, 2048, 64, 1, 64, true, true, false, DType::kFloat16, 576, true},
       {24, 1, 2048, 126, 2, 64, false, true, true},
+      // s_q up to 8 (the range; the table above stops at 4), causal: 1,024 rows per kv
+      // head (16 q tiles on 8 parts); exactly one 64-row tile (8 x 8) with zero lengths; s_q 5
+      // on the cp.async path (page 61, 80 rows: a partial second tile, fp16); s_q 7 with GQA
+      // 126 / 2 (441 rows: 7 q tiles, the last partial; 2 kv heads), d_qk 512.
+      {4, 8, 2048, 128, 1, 64, true, true, false},
+      {8, 8, 1000, 8, 1, 64, true, false, true},
+      {6, 5, 700, 16, 1, 61, true, true, false, DType::kFloat16},
+      {3, 7, 300, 126, 2, 64, true, false, false, DType::kBFloat16, 512},
   };
   if (!full_tier()) return v;
   // Full tier: every (h_q, h_kv) pair x page size x s_q, with b, s_k, causal, varlen, zero
