@@ -112,10 +112,13 @@ FLASHMLA_HD int32_t tiles_of(int64_t tokens) {
   return static_cast<int32_t>((tokens + kTileTokens - 1) / kTileTokens);
 }
 
-// The tiles of a request's length clamped to [0, max_len] (the run step clamps the same way).
+// A request's length clamped to [0, max_len]: the plan and the run step's kernels both use this
+// one rule, so a bad length can never make a kernel read outside the block table.
+FLASHMLA_HD int64_t clamped_len(int32_t len, int64_t max_len) {
+  return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
+}
 FLASHMLA_HD int32_t clamped_tiles(int32_t len, int64_t max_len) {
-  const int64_t l = len < 0 ? 0 : (len > max_len ? max_len : len);
-  return tiles_of(l);
+  return tiles_of(clamped_len(len, max_len));
 }
 
 // Builds the schedule. seqlens[r] is clamped to [0, max_len] (the run step clamps the same way,

@@ -84,10 +84,6 @@ __device__ __forceinline__ void hand_off(const MainParams& p, int bar) {
   else sm90::named_barrier_arrive(bar, kThreads);
 }
 
-__device__ __forceinline__ int64_t clamp_len(int32_t len, int64_t max_len) {
-  return len < 0 ? 0 : (len > max_len ? max_len : static_cast<int64_t>(len));
-}
-
 // Keys row my_row[h] of the CTA's q tile may see: [0, limit[h]) (causal: query i sees keys
 // j <= len - s_q + i). Padding rows past valid_rows see nothing.
 template <typename I>
@@ -435,7 +431,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int c = c_begin; c < c_end; ++c) {
     const sched::Chunk ch = *view.part_chunk(part, c_begin, c);
     const int64_t req = ch.req;
-    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
+    const int64_t len = sched::clamped_len(p.seqlens[req * p.seqlens_stride], p.max_len);
     const int32_t* table = p.block_table + req * p.bt_stride[0];
 
     int64_t limit[2];

@@ -127,7 +127,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int64_t tok_first = int64_t{ch.tile_begin} * kTokensPerTile;
     if (tid == kProducerThread && ch.tile_begin < ch.tile_end && tok_first < p.max_len)
       sm90::prefetch_l1(table + (tok_first / p.page_block_size) * p.bt_stride[1]);
-    const int64_t len = clamp_len(p.seqlens[req * p.seqlens_stride], p.max_len);
+    const int64_t len = sched::clamped_len(p.seqlens[req * p.seqlens_stride], p.max_len);
 
     int64_t limit[2];
     row_limits(p, len, my_row, valid_rows, row_base, limit);

@@ -207,7 +207,8 @@ __device__ __forceinline__ ChunkSpan chunk_span(const MainParams& p, const sched
                                                 int row_base) {
   ChunkSpan sp;
   sp.req = ch.req;
-  sp.len = static_cast<int>(clamp_len(p.seqlens[int64_t{sp.req} * p.seqlens_stride], p.max_len));
+  sp.len = static_cast<int>(
+      sched::clamped_len(p.seqlens[int64_t{sp.req} * p.seqlens_stride], p.max_len));
   // Blocks to visit: up to the last key any row of the tile sees (keys past a row's own limit
   // are masked).
   int max_limit = sp.len;
