@@ -2,7 +2,8 @@
 //   CPU: each operation at a small realistic shape (wall clock, median of N runs).
 //   CUDA (when built and a GPU is present): the FP8 KV codec kernels against the measured
 //   device copy bandwidth (bench/cuda/).
-// Usage: flashmla_bench [--csv FILE] [--cpu-only] [--gpu-only] [--iters N]
+// Usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] [--iters N]
+// (--json: the GPU dense decode cases, bench_dense_decode.h)
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -116,17 +117,19 @@ std::vector<Row> bench_cpu_codec(KVCacheLayout layout, int64_t num_blocks, int i
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string csv;
+  std::string csv, json;
   bool cpu = true, gpu = true;
   int iters = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--csv" && i + 1 < argc) csv = argv[++i];
+    else if (a == "--json" && i + 1 < argc) json = argv[++i];
     else if (a == "--cpu-only") gpu = false;
     else if (a == "--gpu-only") cpu = false;
     else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
     else {
-      std::fprintf(stderr, "usage: flashmla_bench [--csv FILE] [--cpu-only] [--gpu-only] [--iters N]\n");
+      std::fprintf(stderr, "usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] "
+                           "[--iters N]\n");
       return 2;
     }
   }
@@ -162,7 +165,15 @@ int main(int argc, char** argv) {
     }
     const int rc = bench_kv_codec(static_cast<int>(args.size()), args.data());
     if (rc != 0) return rc;
-    const int rc_dense = bench_dense_decode(static_cast<int>(args.size()), args.data());
+    // The dense decode rows also as JSON (the GPU benchmark's named fields).
+    std::vector<char*> dense_args = args;
+    std::string json_flag = "--json";
+    if (!json.empty()) {
+      dense_args.push_back(json_flag.data());
+      dense_args.push_back(json.data());
+    }
+    const int rc_dense =
+        bench_dense_decode(static_cast<int>(dense_args.size()), dense_args.data());
     if (rc_dense != 0) return rc_dense;
   }
 #else

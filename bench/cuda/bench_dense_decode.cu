@@ -310,18 +310,51 @@ Result run_case(const Case& c, int runs, KernelTimer& timer, void* kflush, int64
   return r;
 }
 
+// One case as a JSON object (the --json file's "cases" entries). Times in µs; a figure that was
+// not measured (no CUPTI) or has no FlashMLA anchor (B cases) is null.
+std::string json_case(const Case& c, const Result& r) {
+  const bool krn = r.kernel_us > 0, anchored = c.flashmla_kernel_us > 0;
+  const double us = krn ? r.kernel_us : r.us;
+  auto num = [](bool known, double v) {
+    char b[32];
+    if (!known || !std::isfinite(v)) return std::string("null");
+    std::snprintf(b, sizeof b, "%.6g", v);
+    return std::string(b);
+  };
+  char head[256];
+  std::snprintf(head, sizeof head,
+                "{\"case\": \"%s\", \"b\": %lld, \"s_q\": %d, \"h_q\": %d, \"s_k\": %d, "
+                "\"varlen\": %s, \"causal\": %s, ",
+                c.name, (long long)c.b, c.s_q, c.h_q, c.s_k, c.varlen ? "true" : "false",
+                c.causal ? "true" : "false");
+  return head + ("\"krn_us\": " + num(krn, r.kernel_us)) +
+         (", \"main_kernel_us\": " + num(krn, r.main_us)) + (", \"ev_us\": " + num(true, r.us)) +
+         (", \"ev_hot_us\": " + num(true, r.ev_hot)) +
+         (", \"tflops\": " + num(true, r.flop / us * 1e-6)) +
+         (", \"gbps\": " + num(true, r.bytes / us * 1e-3)) +
+         (", \"timed_by\": \"" + std::string(krn ? "krn" : "ev") + "\"") +
+         (", \"flashmla_krn_us\": " + num(anchored, c.flashmla_kernel_us)) +
+         (", \"flashmla_ev_us\": " + num(anchored, c.flashmla_ev_us)) +
+         (", \"ratio_krn\": " + num(anchored && krn, r.kernel_us / c.flashmla_kernel_us)) +
+         (", \"ratio_ev\": " + num(anchored, r.us / c.flashmla_ev_us)) +
+         (", \"plan_krn_us\": " + num(r.plan_krn > 0, r.plan_krn)) +
+         (", \"plan_ev_us\": " + num(true, r.plan_ev)) + "}";
+}
+
 }  // namespace
 
 int bench_dense_decode(int argc, char** argv) {
   int runs = 50;
-  std::string csv, only;
+  std::string csv, json, only;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--runs" && i + 1 < argc) runs = std::max(30, std::atoi(argv[++i]));
     else if (a == "--csv" && i + 1 < argc) csv = argv[++i];
+    else if (a == "--json" && i + 1 < argc) json = argv[++i];
     else if (a == "--case" && i + 1 < argc) only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_dense_decode [--runs R] [--case NAME] [--csv FILE]\n");
+      std::fprintf(stderr, "usage: bench_dense_decode [--runs R] [--case NAME] [--csv FILE] "
+                           "[--json FILE]\n");
       return 2;
     }
   }
@@ -333,6 +366,11 @@ int bench_dense_decode(int argc, char** argv) {
     cudaGetLastError();
     std::printf("bench_dense_decode: skipped, no CUDA device\n");
     return 0;
+  }
+  FILE* j = json.empty() ? nullptr : std::fopen(json.c_str(), "w");  // checked before the runs
+  if (!json.empty() && !j) {
+    std::fprintf(stderr, "bench_dense_decode: cannot write --json file %s\n", json.c_str());
+    return 1;
   }
   try {
     cudaDeviceProp prop{};
@@ -367,6 +405,7 @@ int bench_dense_decode(int argc, char** argv) {
     std::printf("%-4s %-34s %8s %8s %8s %6s %8s %6s %10s %10s\n", "case", "shape", "ev us",
                 "krn us", "TFLOPS", "/740", "GB/s", "/3000", "krn vs FM", "ev vs FM");
     FILE* f = csv.empty() ? nullptr : std::fopen(csv.c_str(), "a");
+    std::vector<std::string> json_cases;
     for (const Case& c : kCases) {
       if (!pick.empty() && ("," + pick + ",").find("," + std::string(c.name) + ",") == std::string::npos)
         continue;
@@ -403,6 +442,18 @@ int bench_dense_decode(int argc, char** argv) {
                      anchored ? r.us / c.flashmla_ev_us : 0.0, r.kernel_us, r.kernel_mean,
                      r.sum_us, krn && anchored ? r.kernel_us / c.flashmla_kernel_us : 0.0,
                      r.ev_hot, r.plan_krn, r.plan_ev);
+      json_cases.push_back(json_case(c, r));
+    }
+    if (j) {
+      std::fprintf(j, "{\"benchmark\": \"dense_decode\", \"gpu\": \"%s\", \"sms\": %d, "
+                   "\"dtype\": \"bf16\", \"d_qk\": 576, \"d_v\": 512, \"h_kv\": 1, "
+                   "\"page\": 64,\n \"ceil_tflops\": %.0f, \"ceil_gbps\": %.0f, \"ev_runs\": %d, "
+                   "\"krn_runs\": %d,\n \"cases\": [",
+                   prop.name, prop.multiProcessorCount, kCeilTflops, kCeilGbps, runs, kKernelRuns);
+      for (size_t i = 0; i < json_cases.size(); ++i)
+        std::fprintf(j, "%s\n  %s", i ? "," : "", json_cases[i].c_str());
+      std::fprintf(j, "\n]}\n");
+      std::fclose(j);
     }
     if (kflush) cudaFree(kflush);
     if (f) std::fclose(f);

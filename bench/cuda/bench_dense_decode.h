@@ -6,7 +6,8 @@
 // GB/s (SPEC.md formulas, from the kernel time), the fraction of the ceilings (740 TFLOPS,
 // 3000 GB/s) and the ratios to FlashMLA's figures measured the same way on our H100.
 //
-// Options: --runs R (50)  --case NAME (all)  --csv FILE (append rows)
+// Options: --runs R (50)  --case NAME (all)  --csv FILE (append rows)  --json FILE (write one
+// object: the GPU, the method and a record per case with named fields; null = not measured)
 // Reproduce one row: flashmla_bench --gpu-only  (or bench_dense_decode --case D1)
 // Returns 0 on success, also when there is no GPU (it says so).
 #pragma once
