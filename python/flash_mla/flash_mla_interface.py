@@ -18,7 +18,9 @@ Dense-decode metadata (``get_mla_metadata``):
       - ``tile_scheduler_metadata``: int32 ``[num_parts, cols]`` on ``cache_seqlens``'s device:
         the split-KV schedule (``num_parts`` = work partitions, one per group of SMs on a GPU,
         like FlashMLA's ``num_sm_parts``) followed by the split-KV scratch (workspace), so that
-        no call allocates anything but its outputs;
+        no call allocates anything but its outputs. Because of that scratch, calls that may
+        run at the same time (different streams) need a metadata tensor each; FlashMLA, which
+        allocates its scratch per call, does not ask this. Calls on one stream share it;
       - ``num_splits``: int32 ``[b]``, a view into the schedule holding how many split-KV
         chunks each request was cut into (FlashMLA's is the ``[b + 1]`` prefix sum of these).
         ``flash_mla_with_kvcache`` does not read it and accepts ``None`` instead.
