@@ -460,6 +460,7 @@ int bench_dense_decode(int argc, char** argv) {
     return 0;
   } catch (const flashmla::Error& e) {
     std::fprintf(stderr, "bench_dense_decode: %s\n", e.what());
+    if (j) std::fclose(j);  // left empty: no partial JSON
     return 1;
   }
 }
