@@ -121,8 +121,7 @@ FLASHMLA_HD int32_t clamped_tiles(int32_t len, int64_t max_len) {
   return tiles_of(clamped_len(len, max_len));
 }
 
-// Builds the schedule. seqlens[r] is clamped to [0, max_len] (the run step clamps the same way,
-// so a bad length can never make a kernel read outside the block table).
+// Builds the schedule from the lengths as clamped_len() clamps them (the run step's rule too).
 FLASHMLA_HD void build(const int32_t* seqlens, int64_t b, int num_parts, int64_t max_len,
                        View v) {
   int64_t total = 0;
