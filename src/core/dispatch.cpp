@@ -103,16 +103,26 @@ void dense_decode(const DenseDecodeParams& params, Stream stream) {
 
 // ---- sparse ----
 
-void sparse_decode(const SparseDecodeParams& params, Stream) {
+void sparse_decode(const SparseDecodeParams& params, Stream stream) {
   const SparseDecodeProblem pb = validate_sparse_decode(params);
   if (params.q.device.is_cpu()) return cpu::sparse_decode(params, pb);
-  no_cuda_kernel("sparse_decode", params.q.device);
+#if FLASHMLA_WITH_CUDA
+  cuda::sparse_decode(params, pb, stream);
+#else
+  (void)stream;
+  no_cuda_build("sparse_decode", params.q.device);
+#endif
 }
 
-void sparse_prefill(const SparsePrefillParams& params, Stream) {
+void sparse_prefill(const SparsePrefillParams& params, Stream stream) {
   const SparsePrefillProblem pb = validate_sparse_prefill(params);
   if (params.q.device.is_cpu()) return cpu::sparse_prefill(params, pb);
-  no_cuda_kernel("sparse_prefill", params.q.device);
+#if FLASHMLA_WITH_CUDA
+  cuda::sparse_prefill(params, pb, stream);
+#else
+  (void)stream;
+  no_cuda_build("sparse_prefill", params.q.device);
+#endif
 }
 
 // ---- dense prefill ----

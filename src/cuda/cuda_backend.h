@@ -24,4 +24,9 @@ void kv_dequantize(const KVDequantizeParams& p, const KVCodecProblem& pb, Stream
 void dense_decode_plan(const DensePlanParams& p, Stream stream);
 void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stream stream);
 
+// Sparse attention over gathered keys (src/cuda/sparse/): decode over FP8 caches, prefill over
+// a bf16 cache.
+void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, Stream stream);
+void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream);
+
 }  // namespace flashmla::cuda

@@ -12,6 +12,7 @@
 #include "core/decode_schedule.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_guard.h"
+#include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/dense_decode/kernel.h"
 #include "flashmla/errors.h"
@@ -23,25 +24,6 @@ namespace {
 bool env_is(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v != nullptr && std::string(v) == value;
-}
-
-
-// Whether every row of t starts on a `bytes` boundary (data pointer and strides).
-bool rows_aligned(const TensorView& t, int bytes) {
-  bool ok = reinterpret_cast<uintptr_t>(t.data) % bytes == 0;
-  const int elems = bytes / dtype_size(t.dtype);
-  for (int d = 0; d + 1 < t.rank; ++d) ok = ok && (t.shape[d] <= 1 || t.stride[d] % elems == 0);
-  return ok;
-}
-
-// 16-byte copies need every row of q and k_cache to start on a 16-byte boundary; the 8-byte
-// output stores of the combine need rows on 8-byte boundaries. Views that break this are rare
-// (slices at odd offsets); they get a clear error rather than a misaligned access.
-void require_aligned(const TensorView& t, const char* name, int bytes) {
-  if (!rows_aligned(t, bytes))
-    throw NotImplementedError(std::string("flashmla::dense_decode: the CUDA kernel needs ") +
-                              name + " rows aligned to " + std::to_string(bytes) +
-                              " bytes (data pointer and strides), got strides " + t.stride_str());
 }
 
 using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
@@ -223,9 +205,9 @@ void dense_decode_plan(const DensePlanParams& p, Stream stream) {
 }
 
 void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stream stream) {
-  require_aligned(p.q, "q", 16);
-  require_aligned(p.k_cache, "k_cache", 16);
-  require_aligned(p.out, "out", 8);
+  require_aligned("dense_decode", p.q, "q", 16);
+  require_aligned("dense_decode", p.k_cache, "k_cache", 16);
+  require_aligned("dense_decode", p.out, "out", 8);
   const DeviceGuard guard(p.q.device.index);
 
   mla_decode::MainParams m{};

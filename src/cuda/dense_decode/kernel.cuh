@@ -27,6 +27,7 @@
 #include "core/decode_schedule.h"
 #include "cuda/common/attn_math.cuh"
 #include "cuda/common/cuda_check.h"
+#include "cuda/common/lockstep_tile.cuh"
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/common/wgmma_ops.cuh"
 #include "cuda/dense_decode/config.h"
@@ -35,6 +36,13 @@
 #include "cuda/dense_decode/trace.cuh"
 
 namespace flashmla::cuda::mla_decode {
+
+// The lockstep step (cuda/common/lockstep_tile.cuh) is written for this tile shape.
+static_assert(kRowsPerTile == lockstep::kRows && kTokensPerTile == lockstep::kKeys &&
+                  kTokensPerWarpgroup == lockstep::kKeysPerWg && kThreads == lockstep::kThreads &&
+                  kAtomBytes == lockstep::kAtomBytes && kBarRowMax == lockstep::kBarRowMax &&
+                  kBarP == lockstep::kBarP,
+              "dense decode tiles differ from the lockstep step's");
 
 // One side of a hand-off between the two warpgroups of the pair and seesaw kernels: `bar.arrive`
 // (the other side syncs), or, with FLASHMLA_DENSE_DECODE_SYNC_HANDOFFS=1, `bar.sync` on both
@@ -257,25 +265,6 @@ __device__ __forceinline__ void write_output(const MainParams& p, const float (&
   }
 }
 
-// S_w = Q K[32 wg, 32 wg + 32)^T over d_qk for one KV stage of the lockstep and seesaw kernels
-// (wgmma m64n32k16, one commit group, waited for). The caller waits for the stage's data before:
-// a spin loop between the wgmmas of one group makes ptxas serialize them (perf-journal.md, v3).
-template <typename T, int kQAtoms>
-__device__ __forceinline__ void qk_half(float (&s)[16], uint64_t desc_q, uint64_t desc_k) {
-  sm90::wgmma_fence();
-#pragma unroll
-  for (int a = 0; a < kQAtoms; ++a) {
-#pragma unroll
-    for (int kk = 0; kk < kAtomDims / 16; ++kk)
-      sm90::wgmma_m64n32k16_ss<T>(s, sm90::desc_advance(desc_q, a * kAtomBytes + kk * 32),
-                                  sm90::desc_advance(desc_k, a * kAtomBytes + kk * 32),
-                                  (a | kk) != 0);
-  }
-  sm90::wgmma_commit();
-  sm90::wgmma_wait<0>();
-  sm90::fence_regs(s);
-}
-
 // S_w into the log2 domain with keys at or past each row's limit masked (-inf; tiles below every
 // row's limit skip the mask), and this warpgroup's quad-reduced row maxima. `col0` is the key
 // index of this thread's first column.
@@ -320,7 +309,6 @@ __global__ void __launch_bounds__(kThreads, 1)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
-  constexpr int kVAtomsPerWg = kDimVPerWarpgroup / kAtomDims;  // 4
   extern __shared__ uint8_t smem_raw[];
   uint8_t* smem = align_smem_1024(smem_raw);
   float* row_max_smem = reinterpret_cast<float*>(smem + Plan::kRowMax);  // [2][64]
@@ -463,71 +451,16 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint64_t desc_k = sm90::make_smem_desc(
             stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024);
         if (use_tma) sm90::mbarrier_wait(full_bar + 8 * stage, (full_phase >> stage) & 1);
-        qk_half<T, kQAtoms>(s, desc_q, desc_k);
+        lockstep::qk_half<T, kQAtoms>(s, desc_q, desc_k);
         full_phase ^= 1u << stage;
       }
       float mx[2];
       scale_mask_rowmax_half(s, p.scale_log2, tile_tok0 + kTokensPerTile > min_limit, limit,
                              tile_tok0 + wg * kTokensPerWarpgroup + 2 * quad_col, mx);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        if (quad_col == 0) row_max_smem[wg * kRowsPerTile + my_row[h]] = mx[h];
-      }
-      sm90::named_barrier_sync(kBarRowMax, kThreads);
-
-      // Online softmax: both warpgroups derive the same new max, so their halves of O and of
-      // the row sums share one scale.
-      float alpha[2], m_use[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float m_new = fmaxf(m[h], fmaxf(row_max_smem[my_row[h]],
-                                              row_max_smem[kRowsPerTile + my_row[h]]));
-        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;  // all masked so far: P = 0, no NaN
-        alpha[h] = fast_exp2(m[h] - m_use[h]);
-        m[h] = m_new;
-        l[h] *= alpha[h];
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float p0 = fast_exp2(s[4 * j + 2 * h] - m_use[h]);
-          const float p1 = fast_exp2(s[4 * j + 2 * h + 1] - m_use[h]);
-          l[h] += p0 + p1;
-          const int row = my_row[h];
-          const int tok = wg * kTokensPerWarpgroup + 8 * j + 2 * quad_col;
-          *reinterpret_cast<uint32_t*>(p_smem + sm90::swizzle128_offset(row, tok / 8) +
-                                       (tok % 8) * 2) = pack2<T>(p0, p1);
-        }
-      }
-      // Once the running max settles, alpha is exactly 1: skip the 128 multiplies warp-wide.
-      if (!__all_sync(0xffffffff, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
-#pragma unroll
-        for (int j = 0; j < 32; ++j) {
-          o[4 * j + 0] *= alpha[0];
-          o[4 * j + 1] *= alpha[0];
-          o[4 * j + 2] *= alpha[1];
-          o[4 * j + 3] *= alpha[1];
-        }
-      }
-      sm90::fence_proxy_async();
-      sm90::named_barrier_sync(kBarP, kThreads);
-
-      // O_w += P V[:, 256 wg, 256 wg + 256): V rows are tokens (K), columns dims (N, MN-major).
-      {
-        const uint64_t desc_v = sm90::make_smem_desc(
-            stage_addr + wg * kVAtomsPerWg * kAtomBytes, kAtomBytes, 1024);
-        sm90::wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < kTokensPerTile / 16; ++kk)
-          sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
-                                          sm90::desc_advance(desc_v, kk * 16 * 128), 1);
-        sm90::wgmma_commit();
-        sm90::wgmma_wait<0>();
-        sm90::fence_regs(o);
-        // This warpgroup no longer reads the stage.
-        if (use_tma && tid % 128 == 0) sm90::mbarrier_arrive(empty_bar + 8 * stage);
-      }
+      lockstep::softmax_pv<T>(s, mx, o, m, l, row_max_smem, p_smem, desc_p, stage_addr, wg,
+                              quad_col, my_row);
+      // This warpgroup no longer reads the stage.
+      if (use_tma && tid % 128 == 0) sm90::mbarrier_arrive(empty_bar + 8 * stage);
     }
 
     stage_of_tile0 = (stage_of_tile0 + n_tiles) & 1;

@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const uint64_t desc_k =
             sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024);
         sm90::mbarrier_wait(stage_full, parity);
-        qk_half<T, kQAtoms>(s, desc_q, desc_k);
+        lockstep::qk_half<T, kQAtoms>(s, desc_q, desc_k);
         full_phase ^= 1u << stage;
       }
       float mx[2];

@@ -1,0 +1,42 @@
+// Named constants of the sm_90a sparse attention kernels (sparse decode over FP8 caches, sparse
+// prefill over a bf16 cache). docs/sparse-design.md explains the choices.
+#pragma once
+
+namespace flashmla::cuda::sparse {
+
+// A CTA owns one query token, one kv head and a tile of up to 64 of that kv head's query heads
+// (wgmma M). Every head of the tile attends to the same selected keys, so each key is gathered
+// (and, for FP8 caches, dequantized) once per CTA.
+inline constexpr int kRowsPerTile = 64;
+inline constexpr int kTokensPerTile = 64;   // selected keys per KV tile
+inline constexpr int kDimV = 512;           // d_v: the first 512 dims of each key
+inline constexpr int kAtomDims = 64;        // 128-byte swizzle atom: 64 x bf16
+inline constexpr int kAtomBytes = kRowsPerTile * 128;  // one 64-row x 64-dim atom column
+inline constexpr int kChunkElems = 8;       // 16-byte chunk = 8 x bf16
+inline constexpr int kChunksPerAtomRow = 128 / 16;
+
+// Two consumer warpgroups in lockstep: warpgroup w computes S for keys [32 w, 32 w + 32) of a tile
+// and owns O's columns [256 w, 256 w + 256) (128 fp32 registers per thread).
+inline constexpr int kWarpgroups = 2;
+inline constexpr int kThreads = kWarpgroups * 128;
+inline constexpr int kTokensPerWarpgroup = kTokensPerTile / kWarpgroups;  // 32 = wgmma N of S
+inline constexpr int kDimVPerWarpgroup = kDimV / kWarpgroups;             // 256 = wgmma N of PV
+inline constexpr int kKvStages = 2;
+
+// Gathering: kThreadsPerKey threads share one selected key of a tile (64 keys x 4 = 256 threads),
+// so each thread loads one index and each key's bytes are read by four neighbouring lanes.
+inline constexpr int kThreadsPerKey = kThreads / kTokensPerTile;
+
+// Named barriers (0 is __syncthreads).
+inline constexpr int kBarRowMax = 1;  // both warpgroups published their row maxima
+inline constexpr int kBarP = 2;       // both halves of P are in shared memory
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+
+// At most two scopes of keys per query (sparse decode's main and extra caches).
+inline constexpr int kMaxScopes = 2;
+
+static_assert(kThreadsPerKey == 4, "a key's loads are split four ways (one scale tile each)");
+
+}  // namespace flashmla::cuda::sparse

@@ -1,0 +1,206 @@
+// The key gatherers of the sparse kernels: each fills one KV stage (kQAtoms atom columns of 64
+// keys, 128-byte swizzled bf16, the layout wgmma reads) with the tile's selected keys, and the
+// stage's bias row (0 for a valid key, -inf for an invalid or missing one, whose row is zeros so
+// that P V never multiplies garbage).
+//
+// Every gatherer has two steps, so that a tile's global loads are in flight while the previous
+// tile is computed:
+//   begin(...)  issues the loads of tile it + 1 (cp.async straight into the stage, or into
+//               registers for FP8 keys, which must be converted first);
+//   finish(...) completes the stage (FP8: dequantize the registers and store them), after the
+//               stage's previous readers are done.
+// Thread t serves key t / 4, quarter t % 4 of its bytes (config.h, kThreadsPerKey): one index
+// load per thread, four neighbouring lanes on one key's bytes.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/common/sm90_ptx.cuh"
+#include "cuda/sparse/config.h"
+#include "cuda/sparse/params.h"
+#include "flashmla/fp8.h"
+#include "flashmla/kv_layout.h"
+
+namespace flashmla::cuda::sparse {
+
+// Byte offset of 16-byte chunk `chunk` of key (row) `key` in a stage: atom column chunk / 8.
+__device__ __forceinline__ uint32_t stage_offset(int key, int chunk) {
+  return (chunk / kChunksPerAtomRow) * kAtomBytes +
+         sm90::swizzle128_offset(key, chunk % kChunksPerAtomRow);
+}
+
+__device__ __forceinline__ bool index_valid(const Scope& sc, int32_t idx) {
+  return idx >= 0 && idx < sc.num_slots;
+}
+
+// ---- bf16 keys (sparse prefill): cp.async straight into the stage ---------------------------
+template <int kDqk>
+struct Bf16Gather {
+  static constexpr int kChunksPerKey = kDqk / kChunkElems;  // 72 or 64
+  static_assert(kChunksPerKey % kThreadsPerKey == 0, "a key's chunks split evenly");
+  struct Regs {};
+
+  __device__ __forceinline__ static void begin(const Scope& sc, int kvh, int32_t idx,
+                                               uint32_t stage, float* bias, Regs&) {
+    const int key = threadIdx.x / kThreadsPerKey;
+    const int quarter = threadIdx.x % kThreadsPerKey;
+    const bool valid = index_valid(sc, idx);
+    const uint8_t* src = sc.cache;  // never read when !valid (0 source bytes)
+    if (valid) src += idx * sc.key_stride + kvh * sc.kvh_stride;
+#pragma unroll 6
+    for (int k = 0; k < kChunksPerKey / kThreadsPerKey; ++k) {
+      const int chunk = quarter + k * kThreadsPerKey;  // the key's 4 lanes read 64 B side by side
+      sm90::cp_async_16(stage + stage_offset(key, chunk), valid ? src + chunk * 16 : src,
+                        valid ? 16 : 0);
+    }
+    if (quarter == 0) bias[key] = valid ? 0.0f : -INFINITY;
+  }
+  __device__ __forceinline__ static void finish(uint32_t, float*, const Regs&) {}
+};
+
+// 16 e4m3 values times `scale` into 16 bf16 (two 16-byte chunks). e4m3 -> f16 is exact (the
+// hardware pair conversion), f16 -> f32 exact, one float multiply (exact for the power-of-two
+// scales of both layouts), one rounding to bf16 (none for power-of-two scales).
+__device__ __forceinline__ void dequant16(const uint4& v, float scale, uint4& lo, uint4& hi) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  uint32_t r[8];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
+          static_cast<__nv_fp8x2_storage_t>(w[i] >> (16 * half)), __NV_E4M3);
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+      const __nv_bfloat162 b = __floats2bfloat162_rn(f.x * scale, f.y * scale);
+      r[2 * i + half] = *reinterpret_cast<const uint32_t*>(&b);
+    }
+  }
+  lo = make_uint4(r[0], r[1], r[2], r[3]);
+  hi = make_uint4(r[4], r[5], r[6], r[7]);
+}
+
+__device__ __forceinline__ uint4 load_nc16(const uint8_t* p) {
+  return __ldg(reinterpret_cast<const uint4*>(p));
+}
+
+// Where slot `idx` of an FP8 scope's page blocks starts (the caller checked the index).
+__device__ __forceinline__ const uint8_t* fp8_block(const Scope& sc, int32_t idx,
+                                                    uint32_t* offset) {
+  const uint32_t block = sc.page_div.div(static_cast<uint32_t>(idx));
+  *offset = static_cast<uint32_t>(idx) - block * static_cast<uint32_t>(sc.page);
+  return sc.cache + static_cast<int64_t>(block) * sc.block_stride;
+}
+
+// ---- V3.2 FP8 keys (656 bytes: 512 e4m3 | 4 float scales | 64 bf16 RoPE) -------------------
+// Quarter j of a key: NoPE bytes [128 j, 128 j + 128) (exactly scale tile j) and RoPE values
+// [16 j, 16 j + 16).
+struct V32Gather {
+  static constexpr int kNopeLoads = v32::kTile / 16;  // 8 x 16 bytes
+  struct Regs {
+    uint4 nope[kNopeLoads];
+    uint4 rope[2];
+    float scale;
+    bool valid;
+  };
+
+  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, uint32_t,
+                                               float*, Regs& r) {
+    const int quarter = threadIdx.x % kThreadsPerKey;
+    r.valid = index_valid(sc, idx);
+    if (r.valid) {
+      uint32_t offset;
+      const uint8_t* block = fp8_block(sc, idx, &offset);
+      const uint8_t* tok = block + offset * v32::kBytesPerToken;
+#pragma unroll
+      for (int k = 0; k < kNopeLoads; ++k)
+        r.nope[k] = load_nc16(tok + v32::kNopeOffset + quarter * v32::kTile + 16 * k);
+      r.scale = __ldg(reinterpret_cast<const float*>(tok + v32::kScaleOffset) + quarter);
+#pragma unroll
+      for (int k = 0; k < 2; ++k) r.rope[k] = load_nc16(tok + v32::kRopeOffset + quarter * 32 + 16 * k);
+    }
+  }
+
+  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r) {
+    const int key = threadIdx.x / kThreadsPerKey;
+    const int quarter = threadIdx.x % kThreadsPerKey;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int k = 0; k < kNopeLoads; ++k) {
+      uint4 lo = zero, hi = zero;
+      if (r.valid) dequant16(r.nope[k], r.scale, lo, hi);
+      const int chunk = quarter * (v32::kTile / kChunkElems) + 2 * k;  // 16 chunks per quarter
+      sm90::st_shared_16(stage + stage_offset(key, chunk), lo);
+      sm90::st_shared_16(stage + stage_offset(key, chunk + 1), hi);
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int chunk = v32::kDimNope / kChunkElems + 2 * quarter + k;
+      sm90::st_shared_16(stage + stage_offset(key, chunk), r.valid ? r.rope[k] : zero);
+    }
+    if (quarter == 0) bias[key] = r.valid ? 0.0f : -INFINITY;
+  }
+};
+
+// ---- MODEL1 FP8 keys (per token 448 e4m3 | 64 bf16 RoPE; 7 UE8M0 scales in the block's scale
+// area) ---------------------------------------------------------------------------------------
+// Quarter j of a key: NoPE 16-byte chunks j, j + 4, ..., j + 24 (chunk c lies in scale tile
+// c / 4, so load k of every quarter is in tile k) and RoPE chunks 2 j, 2 j + 1.
+struct Model1Gather {
+  static constexpr int kNopeLoads = model1::kDimNope / 16 / kThreadsPerKey;  // 7
+  struct Regs {
+    uint4 nope[kNopeLoads];
+    uint4 rope[2];
+    uint2 scales;  // 7 UE8M0 bytes + pad
+    bool valid;
+  };
+
+  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, uint32_t,
+                                               float*, Regs& r) {
+    const int quarter = threadIdx.x % kThreadsPerKey;
+    r.valid = index_valid(sc, idx);
+    if (r.valid) {
+      uint32_t offset;
+      const uint8_t* block = fp8_block(sc, idx, &offset);
+      const uint8_t* tok = block + model1::token_data_offset(offset);
+#pragma unroll
+      for (int k = 0; k < kNopeLoads; ++k)
+        r.nope[k] = load_nc16(tok + 16 * (quarter + kThreadsPerKey * k));
+#pragma unroll
+      for (int k = 0; k < 2; ++k)
+        r.rope[k] = load_nc16(tok + model1::kDimNope + 32 * quarter + 16 * k);
+      r.scales = __ldg(reinterpret_cast<const uint2*>(
+          block + model1::token_scale_offset(sc.page, offset)));
+    }
+  }
+
+  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r) {
+    const int key = threadIdx.x / kThreadsPerKey;
+    const int quarter = threadIdx.x % kThreadsPerKey;
+    const uint4 zero = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int k = 0; k < kNopeLoads; ++k) {
+      uint4 lo = zero, hi = zero;
+      if (r.valid) {
+        const uint32_t word = k < 4 ? r.scales.x : r.scales.y;
+        const float scale = fp8::ue8m0_to_float(static_cast<uint8_t>(word >> (8 * (k % 4))));
+        dequant16(r.nope[k], scale, lo, hi);
+      }
+      const int chunk = 2 * (quarter + kThreadsPerKey * k);  // 16 e4m3 = two bf16 chunks
+      sm90::st_shared_16(stage + stage_offset(key, chunk), lo);
+      sm90::st_shared_16(stage + stage_offset(key, chunk + 1), hi);
+    }
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+      const int chunk = model1::kDimNope / kChunkElems + 2 * quarter + k;
+      sm90::st_shared_16(stage + stage_offset(key, chunk), r.valid ? r.rope[k] : zero);
+    }
+    if (quarter == 0) bias[key] = r.valid ? 0.0f : -INFINITY;
+  }
+};
+
+}  // namespace flashmla::cuda::sparse

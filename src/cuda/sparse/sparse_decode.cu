@@ -1,0 +1,76 @@
+// CUDA backend entry point of sparse decode over FP8 caches (SPEC.md §3, §4): resolves
+// SparseDecodeParams into the sparse kernel's GatherParams (query token = (request, query),
+// inner = s_q; the main scope and the optional extra scope under one softmax) and launches it
+// with the V3.2 or the MODEL1 gatherer.
+#include <cuda_runtime.h>
+
+#include "cuda/common/device_guard.h"
+#include "cuda/common/layout_checks.h"
+#include "cuda/cuda_backend.h"
+#include "cuda/sparse/kernel.cuh"
+#include "cuda/sparse/kernel.h"
+
+namespace flashmla::cuda {
+namespace {
+
+// One FP8 scope (validation checked the layout: 16-byte aligned data and block stride).
+sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,
+                        const TensorView& topk_length, int topk, int64_t num_blocks, int64_t page,
+                        int64_t block_stride) {
+  sparse::Scope sc{};
+  sc.indices = indices.ptr<int32_t>();
+  sc.idx_stride_outer = indices.stride[0];
+  sc.idx_stride_inner = indices.stride[1];
+  sc.topk = topk;
+  if (topk_length.defined()) {
+    sc.topk_length = topk_length.ptr<int32_t>();
+    sc.topk_length_stride = topk_length.stride[0];
+  }
+  sc.cache = static_cast<const uint8_t*>(cache.data);
+  sc.num_slots = num_blocks * page;
+  sc.block_stride = block_stride;
+  sc.page = static_cast<int>(page);
+  sc.page_div = FastDiv(static_cast<uint32_t>(page));
+  return sc;
+}
+
+}  // namespace
+
+void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, Stream stream) {
+  require_aligned("sparse_decode", p.q, "q", 16);
+  require_aligned("sparse_decode", p.out, "out", 4);
+  const DeviceGuard guard(p.q.device.index);
+
+  sparse::GatherParams g{};
+  sparse::set_common("sparse_decode", p.out, pb.b, pb.s_q, pb.h_q, 1, pb.scale, &g);
+  g.q = p.q.data;
+  g.q_stride_outer = p.q.stride[0];
+  g.q_stride_inner = p.q.stride[1];
+  g.q_stride_head = p.q.stride[2];
+  g.out = p.out.data;
+  g.out_stride_outer = p.out.stride[0];
+  g.out_stride_inner = p.out.stride[1];
+  g.out_stride_head = p.out.stride[2];
+  g.lse = p.lse.ptr<float>();  // [b, h_q, s_q]
+  g.lse_stride_outer = p.lse.stride[0];
+  g.lse_stride_head = p.lse.stride[1];
+  g.lse_stride_inner = p.lse.stride[2];
+  if (p.attn_sink.defined()) {
+    g.attn_sink = p.attn_sink.ptr<float>();
+    g.sink_stride = p.attn_sink.stride[0];
+  }
+  g.scope[0] = fp8_scope(p.k_cache, p.indices, p.topk_length, pb.topk, pb.num_blocks,
+                         pb.page_block_size, pb.block_stride_bytes);
+  g.num_scopes = 1;
+  if (pb.has_extra) {
+    g.scope[1] = fp8_scope(p.extra_k_cache, p.extra_indices, p.extra_topk_length, pb.extra_topk,
+                           pb.extra_num_blocks, pb.extra_page_block_size,
+                           pb.extra_block_stride_bytes);
+    g.num_scopes = 2;
+  }
+
+  if (pb.layout == KVCacheLayout::kV32) sparse::launch<sparse::V32Gather, 576>(g, stream);
+  else sparse::launch<sparse::Model1Gather, 512>(g, stream);
+}
+
+}  // namespace flashmla::cuda
