@@ -1,9 +1,14 @@
 // flashmla_bench: benchmarks every backend present and prints one table.
 //   CPU: each operation at a small realistic shape (wall clock, median of N runs).
 //   CUDA (when built and a GPU is present): the FP8 KV codec kernels against the measured
-//   device copy bandwidth (bench/cuda/).
+//   device copy bandwidth, and dense decode (bench/cuda/); with --sparse, instead of all that,
+//   sparse decode and sparse prefill (bench_sparse.h).
 // Usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] [--iters N]
-// (--json: the GPU dense decode cases, bench_dense_decode.h)
+//                       [--sparse] [--case NAMES]
+// --json: the GPU dense decode cases (bench_dense_decode.h), or the sparse cases with --sparse.
+// --case D1,L5 (or S1,P2 with --sparse): only those cases (as FLASHMLA_BENCH_CASES).
+// The sparse cases are not part of --gpu-only, so that the scripts timing dense decode through
+// it (compare-flashmla, ab-bench, h100-checks) keep their run time and output.
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -20,6 +25,7 @@
 #if FLASHMLA_WITH_CUDA
 #include "cuda/bench_dense_decode.h"
 #include "cuda/bench_kv_codec.h"
+#include "cuda/bench_sparse.h"
 #endif
 
 using namespace flashmla;
@@ -117,8 +123,8 @@ std::vector<Row> bench_cpu_codec(KVCacheLayout layout, int64_t num_blocks, int i
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string csv, json;
-  bool cpu = true, gpu = true;
+  std::string csv, json, cases;
+  bool cpu = true, gpu = true, sparse = false;
   int iters = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -126,13 +132,16 @@ int main(int argc, char** argv) {
     else if (a == "--json" && i + 1 < argc) json = argv[++i];
     else if (a == "--cpu-only") gpu = false;
     else if (a == "--gpu-only") cpu = false;
+    else if (a == "--sparse") sparse = true;
+    else if (a == "--case" && i + 1 < argc) cases = argv[++i];
     else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] "
-                           "[--iters N]\n");
+                           "[--iters N] [--sparse] [--case NAMES]\n");
       return 2;
     }
   }
+  if (sparse) cpu = false;
   std::printf("%s\n", describe_backends().c_str());
   std::mt19937_64 rng(42);
   std::vector<Row> rows;
@@ -158,22 +167,26 @@ int main(int argc, char** argv) {
 #if FLASHMLA_WITH_CUDA
   if (gpu) {
     std::vector<char*> args = {argv[0]};
-    std::string csv_flag = "--csv";
+    std::string csv_flag = "--csv", json_flag = "--json", case_flag = "--case";
     if (!csv.empty()) {
       args.push_back(csv_flag.data());
       args.push_back(csv.data());
     }
+    // The decode benchmarks' rows also as JSON (named fields), and only the cases asked for.
+    std::vector<char*> named_args = args;
+    if (!json.empty()) {
+      named_args.push_back(json_flag.data());
+      named_args.push_back(json.data());
+    }
+    if (!cases.empty()) {
+      named_args.push_back(case_flag.data());
+      named_args.push_back(cases.data());
+    }
+    if (sparse) return bench_sparse(static_cast<int>(named_args.size()), named_args.data());
     const int rc = bench_kv_codec(static_cast<int>(args.size()), args.data());
     if (rc != 0) return rc;
-    // The dense decode rows also as JSON (the GPU benchmark's named fields).
-    std::vector<char*> dense_args = args;
-    std::string json_flag = "--json";
-    if (!json.empty()) {
-      dense_args.push_back(json_flag.data());
-      dense_args.push_back(json.data());
-    }
     const int rc_dense =
-        bench_dense_decode(static_cast<int>(dense_args.size()), dense_args.data());
+        bench_dense_decode(static_cast<int>(named_args.size()), named_args.data());
     if (rc_dense != 0) return rc_dense;
   }
 #else
