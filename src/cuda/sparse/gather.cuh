@@ -22,6 +22,7 @@
 
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/sparse/config.h"
+#include "cuda/sparse/dequant.cuh"
 #include "cuda/sparse/params.h"
 #include "flashmla/fp8.h"
 #include "flashmla/kv_layout.h"
@@ -63,27 +64,6 @@ struct Bf16Gather {
   __device__ __forceinline__ static void finish(uint32_t, float*, const Regs&) {}
 };
 
-// 16 e4m3 values times `scale` into 16 bf16 (two 16-byte chunks). e4m3 -> f16 is exact (the
-// hardware pair conversion), f16 -> f32 exact, one float multiply (exact for the power-of-two
-// scales of both layouts), one rounding to bf16 (none for power-of-two scales).
-__device__ __forceinline__ void dequant16(const uint4& v, float scale, uint4& lo, uint4& hi) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  uint32_t r[8];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(
-          static_cast<__nv_fp8x2_storage_t>(w[i] >> (16 * half)), __NV_E4M3);
-      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
-      const __nv_bfloat162 b = __floats2bfloat162_rn(f.x * scale, f.y * scale);
-      r[2 * i + half] = *reinterpret_cast<const uint32_t*>(&b);
-    }
-  }
-  lo = make_uint4(r[0], r[1], r[2], r[3]);
-  hi = make_uint4(r[4], r[5], r[6], r[7]);
-}
-
 __device__ __forceinline__ uint4 load_nc16(const uint8_t* p) {
   return __ldg(reinterpret_cast<const uint4*>(p));
 }
@@ -99,6 +79,7 @@ __device__ __forceinline__ const uint8_t* fp8_block(const Scope& sc, int32_t idx
 // ---- V3.2 FP8 keys (656 bytes: 512 e4m3 | 4 float scales | 64 bf16 RoPE) -------------------
 // Quarter j of a key: NoPE bytes [128 j, 128 j + 128) (exactly scale tile j) and RoPE values
 // [16 j, 16 j + 16).
+template <Dequant kMode>
 struct V32Gather {
   static constexpr int kNopeLoads = v32::kTile / 16;  // 8 x 16 bytes
   struct Regs {
@@ -132,7 +113,7 @@ struct V32Gather {
 #pragma unroll
     for (int k = 0; k < kNopeLoads; ++k) {
       uint4 lo = zero, hi = zero;
-      if (r.valid) dequant16(r.nope[k], r.scale, lo, hi);
+      if (r.valid) dequant16<kMode>(r.nope[k], r.scale, lo, hi);
       const int chunk = quarter * (v32::kTile / kChunkElems) + 2 * k;  // 16 chunks per quarter
       sm90::st_shared_16(stage + stage_offset(key, chunk), lo);
       sm90::st_shared_16(stage + stage_offset(key, chunk + 1), hi);
@@ -150,6 +131,7 @@ struct V32Gather {
 // area) ---------------------------------------------------------------------------------------
 // Quarter j of a key: NoPE 16-byte chunks j, j + 4, ..., j + 24 (chunk c lies in scale tile
 // c / 4, so load k of every quarter is in tile k) and RoPE chunks 2 j, 2 j + 1.
+template <Dequant kMode>
 struct Model1Gather {
   static constexpr int kNopeLoads = model1::kDimNope / 16 / kThreadsPerKey;  // 7
   struct Regs {
@@ -188,7 +170,7 @@ struct Model1Gather {
       if (r.valid) {
         const uint32_t word = k < 4 ? r.scales.x : r.scales.y;
         const float scale = fp8::ue8m0_to_float(static_cast<uint8_t>(word >> (8 * (k % 4))));
-        dequant16(r.nope[k], scale, lo, hi);
+        dequant16<kMode>(r.nope[k], scale, lo, hi);
       }
       const int chunk = 2 * (quarter + kThreadsPerKey * k);  // 16 e4m3 = two bf16 chunks
       sm90::st_shared_16(stage + stage_offset(key, chunk), lo);

@@ -4,6 +4,9 @@
 // with the V3.2 or the MODEL1 gatherer.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "cuda/common/device_guard.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
@@ -12,6 +15,13 @@
 
 namespace flashmla::cuda {
 namespace {
+
+// True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
+// FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing.
+bool env_is(const char* name, const char* value) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == value;
+}
 
 // One FP8 scope (validation checked the layout: 16-byte aligned data and block stride).
 sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,
@@ -69,8 +79,15 @@ void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, S
     g.num_scopes = 2;
   }
 
-  if (pb.layout == KVCacheLayout::kV32) sparse::launch<sparse::V32Gather, 576>(g, stream);
-  else sparse::launch<sparse::Model1Gather, 512>(g, stream);
+  using sparse::Dequant;
+  const bool bits = env_is("FLASHMLA_SPARSE_DEQUANT", "bits");
+  if (pb.layout == KVCacheLayout::kV32) {
+    if (bits) sparse::launch<sparse::V32Gather<Dequant::kBits>, 576>(g, stream);
+    else sparse::launch<sparse::V32Gather<Dequant::kCvt>, 576>(g, stream);
+  } else {
+    if (bits) sparse::launch<sparse::Model1Gather<Dequant::kBits>, 512>(g, stream);
+    else sparse::launch<sparse::Model1Gather<Dequant::kCvt>, 512>(g, stream);
+  }
 }
 
 }  // namespace flashmla::cuda
