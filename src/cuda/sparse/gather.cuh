@@ -39,29 +39,62 @@ __device__ __forceinline__ bool index_valid(const Scope& sc, int32_t idx) {
   return idx >= 0 && idx < sc.num_slots;
 }
 
-// ---- bf16 keys (sparse prefill): cp.async straight into the stage ---------------------------
-template <int kDqk>
+// 8 bf16 from a 2-byte aligned address (rows of strided views), as one 16-byte chunk.
+__device__ __forceinline__ uint4 load_unaligned16(const uint16_t* p) {
+  uint32_t w[4];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) w[i] = uint32_t{__ldg(p + 2 * i)} | uint32_t{__ldg(p + 2 * i + 1)} << 16;
+  return make_uint4(w[0], w[1], w[2], w[3]);
+}
+
+// ---- bf16 keys (sparse prefill) ---------------------------------------------------------------
+// kAligned (kv rows on 16-byte boundaries, the normal case): cp.async straight into the stage in
+// begin(). Otherwise (a strided view): 2-byte loads and shared-memory stores in finish(), not
+// overlapped with the previous tile, correct but slow.
+template <int kDqk, bool kAligned = true>
 struct Bf16Gather {
   static constexpr int kChunksPerKey = kDqk / kChunkElems;  // 72 or 64
   static_assert(kChunksPerKey % kThreadsPerKey == 0, "a key's chunks split evenly");
-  struct Regs {};
+  struct Regs {
+    const uint16_t* src;  // the key's row (unaligned path), null when invalid
+  };
+
+  __device__ __forceinline__ static const uint8_t* key_row(const Scope& sc, int kvh,
+                                                           int32_t idx) {
+    return sc.cache + idx * sc.key_stride + kvh * sc.kvh_stride;
+  }
 
   __device__ __forceinline__ static void begin(const Scope& sc, int kvh, int32_t idx,
-                                               uint32_t stage, float* bias, Regs&) {
+                                               uint32_t stage, float* bias, Regs& r) {
     const int key = threadIdx.x / kThreadsPerKey;
     const int quarter = threadIdx.x % kThreadsPerKey;
     const bool valid = index_valid(sc, idx);
-    const uint8_t* src = sc.cache;  // never read when !valid (0 source bytes)
-    if (valid) src += idx * sc.key_stride + kvh * sc.kvh_stride;
+    if (quarter == 0) bias[key] = valid ? 0.0f : -INFINITY;
+    if constexpr (!kAligned) {
+      r.src = valid ? reinterpret_cast<const uint16_t*>(key_row(sc, kvh, idx)) : nullptr;
+      return;
+    }
+    const uint8_t* src = valid ? key_row(sc, kvh, idx) : sc.cache;  // 0 bytes read if invalid
 #pragma unroll 6
     for (int k = 0; k < kChunksPerKey / kThreadsPerKey; ++k) {
       const int chunk = quarter + k * kThreadsPerKey;  // the key's 4 lanes read 64 B side by side
       sm90::cp_async_16(stage + stage_offset(key, chunk), valid ? src + chunk * 16 : src,
                         valid ? 16 : 0);
     }
-    if (quarter == 0) bias[key] = valid ? 0.0f : -INFINITY;
   }
-  __device__ __forceinline__ static void finish(uint32_t, float*, const Regs&) {}
+
+  __device__ __forceinline__ static void finish(uint32_t stage, float*, const Regs& r) {
+    if constexpr (!kAligned) {
+      const int key = threadIdx.x / kThreadsPerKey;
+      const int quarter = threadIdx.x % kThreadsPerKey;
+      for (int k = 0; k < kChunksPerKey / kThreadsPerKey; ++k) {
+        const int chunk = quarter + k * kThreadsPerKey;
+        sm90::st_shared_16(stage + stage_offset(key, chunk),
+                           r.src != nullptr ? load_unaligned16(r.src + chunk * kChunkElems)
+                                            : make_uint4(0, 0, 0, 0));
+      }
+    }
+  }
 };
 
 __device__ __forceinline__ uint4 load_nc16(const uint8_t* p) {

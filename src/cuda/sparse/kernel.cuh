@@ -41,8 +41,9 @@ static_assert(kRowsPerTile == lockstep::kRows && kTokensPerTile == lockstep::kKe
                   kBarP == lockstep::kBarP,
               "sparse tiles differ from the lockstep step's");
 
-// Issues the copies of the 64-row Q tile of (token, kv head, head tile); rows past `valid_rows`
-// are zero-filled. Four threads per row, reading 64 bytes side by side.
+// Loads the 64-row Q tile of (token, kv head, head tile); rows past `valid_rows` are zeros. Four
+// threads per row, reading 64 bytes side by side: cp.async copies, or, for q rows that are not
+// 16-byte aligned (a strided view), 2-byte loads and shared-memory stores (once per CTA).
 template <int kDqk>
 __device__ __forceinline__ void load_q_tile(const GatherParams& p, int64_t q_offset,
                                             int valid_rows, uint32_t q_addr) {
@@ -54,11 +55,21 @@ __device__ __forceinline__ void load_q_tile(const GatherParams& p, int64_t q_off
   const uint8_t* src = static_cast<const uint8_t*>(p.q);
   const bool valid = row < valid_rows;
   if (valid) src += (q_offset + row * p.q_stride_head) * 2;
+  if (p.q_vec16) {
 #pragma unroll 6
+    for (int k = 0; k < kChunksPerRow / kThreadsPerRow; ++k) {
+      const int chunk = first + k * kThreadsPerRow;
+      sm90::cp_async_16(q_addr + stage_offset(row, chunk), valid ? src + chunk * 16 : src,
+                        valid ? 16 : 0);
+    }
+    return;
+  }
+  const uint16_t* src16 = reinterpret_cast<const uint16_t*>(src);
   for (int k = 0; k < kChunksPerRow / kThreadsPerRow; ++k) {
     const int chunk = first + k * kThreadsPerRow;
-    sm90::cp_async_16(q_addr + stage_offset(row, chunk), valid ? src + chunk * 16 : src,
-                      valid ? 16 : 0);
+    sm90::st_shared_16(q_addr + stage_offset(row, chunk),
+                       valid ? load_unaligned16(src16 + chunk * kChunkElems)
+                             : make_uint4(0, 0, 0, 0));
   }
 }
 
@@ -102,11 +113,16 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
           *reinterpret_cast<uint4*>(out + 8 * (4 * g + quad_col)) =
               make_uint4(v[g][0], v[g][1], v[g][2], v[g][3]);
       }
-    } else if (row < valid_rows) {
+    } else if (row < valid_rows && p.out_vec4) {
 #pragma unroll
       for (int j = 0; j < 32; ++j)
         *reinterpret_cast<uint32_t*>(out + 2 * quad_col + 8 * j) =
             pack2<__nv_bfloat16>(o[4 * j + 2 * h] * factor, o[4 * j + 2 * h + 1] * factor);
+    } else if (row < valid_rows) {  // rows only 2-byte aligned (a strided view)
+      for (int j = 0; j < 32; ++j) {
+        out[2 * quad_col + 8 * j] = __float2bfloat16_rn(o[4 * j + 2 * h] * factor);
+        out[2 * quad_col + 8 * j + 1] = __float2bfloat16_rn(o[4 * j + 2 * h + 1] * factor);
+      }
     }
     if (row < valid_rows && stat_lane) {
       p.lse[lse_offset + head * p.lse_stride_head] = lse;

@@ -49,7 +49,9 @@ struct GatherParams {
   int group;           // h_q / h_kv: query heads per kv head (rows of a token's tiles)
   int head_tiles;      // ceil(group / 64)
   float scale_log2;    // softmax_scale * log2(e)
+  int q_vec16;         // q's rows start on 16-byte boundaries: cp.async, else 2-byte loads
   int out_vec16;       // out's rows start on 16-byte boundaries: 16-byte stores
+  int out_vec4;        // ... on 4-byte boundaries: 4-byte stores, else 2-byte stores
 };
 
 // Shared memory, in bytes from a 1024-aligned base (swizzle atoms must be 1024-aligned):

@@ -8,8 +8,8 @@
 
 namespace flashmla::cuda::sparse {
 
-void set_common(const char* op, const TensorView& out, int64_t outer, int inner, int h_q,
-                int h_kv, float scale, GatherParams* p) {
+void set_common(const char* op, const TensorView& q, const TensorView& out, int64_t outer,
+                int inner, int h_q, int h_kv, float scale, GatherParams* p) {
   p->h_q = h_q;
   p->h_kv = h_kv;
   p->group = h_q / h_kv;
@@ -18,7 +18,9 @@ void set_common(const char* op, const TensorView& out, int64_t outer, int inner,
   p->inner_div = FastDiv(static_cast<uint32_t>(inner));
   p->num_tokens = outer * inner;
   p->scale_log2 = scale * kLog2e;
+  p->q_vec16 = rows_aligned(q, 16) ? 1 : 0;
   p->out_vec16 = rows_aligned(out, 16) ? 1 : 0;
+  p->out_vec4 = rows_aligned(out, 4) ? 1 : 0;
   // One CTA per (token, kv head, head tile) in a 1-D grid; the kernel numbers tokens in 32 bits.
   const int64_t blocks = p->num_tokens * h_kv * p->head_tiles;
   if (blocks > INT_MAX)

@@ -8,7 +8,6 @@
 #include <string>
 
 #include "cuda/common/device_guard.h"
-#include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
 #include "cuda/sparse/kernel.h"
@@ -47,12 +46,10 @@ sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,
 }  // namespace
 
 void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, Stream stream) {
-  require_aligned("sparse_decode", p.q, "q", 16);
-  require_aligned("sparse_decode", p.out, "out", 4);
   const DeviceGuard guard(p.q.device.index);
 
   sparse::GatherParams g{};
-  sparse::set_common("sparse_decode", p.out, pb.b, pb.s_q, pb.h_q, 1, pb.scale, &g);
+  sparse::set_common("sparse_decode", p.q, p.out, pb.b, pb.s_q, pb.h_q, 1, pb.scale, &g);
   g.q = p.q.data;
   g.q_stride_outer = p.q.stride[0];
   g.q_stride_inner = p.q.stride[1];

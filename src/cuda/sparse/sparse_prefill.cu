@@ -1,6 +1,7 @@
 // CUDA backend entry point of sparse prefill (SPEC.md §5): resolves SparsePrefillParams into the
 // sparse kernel's GatherParams (query token = query row, inner = 1; keys gathered from the bf16
-// kv rows by cp.async) and launches it for d_qk 576 or 512.
+// kv rows by cp.async) and launches it for d_qk 576 or 512. Any strides work: rows off 16-byte
+// boundaries take slower load paths instead of an error.
 #include <cuda_runtime.h>
 
 #include "cuda/common/device_guard.h"
@@ -12,13 +13,10 @@
 namespace flashmla::cuda {
 
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream) {
-  require_aligned("sparse_prefill", p.q, "q", 16);
-  require_aligned("sparse_prefill", p.kv, "kv", 16);
-  require_aligned("sparse_prefill", p.out, "out", 4);
   const DeviceGuard guard(p.q.device.index);
 
   sparse::GatherParams g{};
-  sparse::set_common("sparse_prefill", p.out, pb.s_q, 1, pb.h_q, pb.h_kv, pb.scale, &g);
+  sparse::set_common("sparse_prefill", p.q, p.out, pb.s_q, 1, pb.h_q, pb.h_kv, pb.scale, &g);
   g.q = p.q.data;
   g.q_stride_outer = p.q.stride[0];
   g.q_stride_head = p.q.stride[1];
@@ -50,8 +48,15 @@ void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb
   sc.kvh_stride = p.kv.stride[1] * 2;
   g.num_scopes = 1;
 
-  if (pb.d_qk == 576) sparse::launch<sparse::Bf16Gather<576>, 576>(g, stream);
-  else sparse::launch<sparse::Bf16Gather<512>, 512>(g, stream);
+  // kv rows off 16-byte boundaries (a strided view) take the slow, unpipelined gather.
+  const bool aligned = rows_aligned(p.kv, 16);
+  if (pb.d_qk == 576) {
+    if (aligned) sparse::launch<sparse::Bf16Gather<576, true>, 576>(g, stream);
+    else sparse::launch<sparse::Bf16Gather<576, false>, 576>(g, stream);
+  } else {
+    if (aligned) sparse::launch<sparse::Bf16Gather<512, true>, 512>(g, stream);
+    else sparse::launch<sparse::Bf16Gather<512, false>, 512>(g, stream);
+  }
 }
 
 }  // namespace flashmla::cuda
