@@ -48,8 +48,9 @@ __device__ __forceinline__ void qk_half(float (&s)[16], uint64_t desc_q, uint64_
 // (-inf) and its quad-reduced row maxima `mx` (rows my_row[0], my_row[1]): the row maxima of both
 // halves through shared memory, the online softmax (running max m, this thread's row sums l, O
 // rescaled), P through shared memory (16-bit, swizzled) and O_w += P V[:, 256 wg, 256 wg + 256)
-// from the key tile at `stage_addr`, waited for.
-template <typename T>
+// from the key tile at `stage_addr`, waited for -- or, with kWaitPv = false, left in flight: the
+// caller may then do work that touches neither O nor the stage, and must call wait_pv(o).
+template <typename T, bool kWaitPv = true>
 __device__ __forceinline__ void softmax_pv(const float (&s)[16], const float (&mx)[2],
                                            float (&o)[128], float (&m)[2], float (&l)[2],
                                            float* row_max_smem, uint8_t* p_smem, uint64_t desc_p,
@@ -108,6 +109,14 @@ __device__ __forceinline__ void softmax_pv(const float (&s)[16], const float (&m
     sm90::wgmma_m64n256k16_ss_tb<T>(o, sm90::desc_advance(desc_p, kk * 32),
                                     sm90::desc_advance(desc_v, kk * 16 * 128), 1);
   sm90::wgmma_commit();
+  if constexpr (kWaitPv) {
+    sm90::wgmma_wait<0>();
+    sm90::fence_regs(o);
+  }
+}
+
+// Completes a P V left in flight by softmax_pv<T, false>.
+__device__ __forceinline__ void wait_pv(float (&o)[128]) {
   sm90::wgmma_wait<0>();
   sm90::fence_regs(o);
 }

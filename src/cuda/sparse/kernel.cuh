@@ -248,12 +248,14 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_kernel(const __grid_consta
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
       mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
     }
-    lockstep::softmax_pv<__nv_bfloat16>(s, mx, o, m, l, row_max_smem, p_smem, desc_p,
-                                        stage_addr, wg, quad_col, my_row);
+    lockstep::softmax_pv<__nv_bfloat16, false>(s, mx, o, m, l, row_max_smem, p_smem, desc_p,
+                                               stage_addr, wg, quad_col, my_row);
 
-    // Tile it + 1's stage completed (FP8: dequantized from the registers), visible to the
-    // tensor cores and to every thread after the barrier.
+    // Tile it + 1's stage completed (FP8: dequantized from the registers) while this tile's
+    // P V runs on the tensor cores (it reads the other stage), visible to the tensor cores and
+    // to every thread after the barrier.
     if (it + 1 < n_tiles) Gather::finish(next_addr, next_bias, regs);
+    lockstep::wait_pv(o);
     sm90::cp_async_wait<0>();
     sm90::fence_proxy_async();
     __syncthreads();
