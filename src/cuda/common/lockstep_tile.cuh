@@ -25,6 +25,13 @@ inline constexpr int kVAtomsPerWg = 4;   // 256 of V's 512 dims per warpgroup
 inline constexpr int kBarRowMax = 1;     // named barrier: both warpgroups published row maxima
 inline constexpr int kBarP = 2;          // named barrier: both halves of P are in shared memory
 
+// Whether a kernel family's tile constants are the ones this step is written for.
+constexpr bool same_tile_shape(int rows, int keys, int keys_per_wg, int threads, int atom_bytes,
+                               int bar_row_max, int bar_p) {
+  return rows == kRows && keys == kKeys && keys_per_wg == kKeysPerWg && threads == kThreads &&
+         atom_bytes == kAtomBytes && bar_row_max == kBarRowMax && bar_p == kBarP;
+}
+
 // S_w = Q K[32 wg, 32 wg + 32)^T over d_qk for one key tile (wgmma m64n32k16, one commit group,
 // waited for). The caller waits for the stage's data before: a spin loop between the wgmmas of
 // one group makes ptxas serialize them (perf-journal.md, v3).
@@ -119,6 +126,18 @@ __device__ __forceinline__ void softmax_pv(const float (&s)[16], const float (&m
 __device__ __forceinline__ void wait_pv(float (&o)[128]) {
   sm90::wgmma_wait<0>();
   sm90::fence_regs(o);
+}
+
+// This thread's share of its two rows' sums (l) reduced over the quad and published per warpgroup
+// (row_sum_smem[wg][row]); the epilogue adds the two warpgroups' halves after a barrier.
+__device__ __forceinline__ void publish_row_sums(float (&l)[2], float* row_sum_smem, int wg,
+                                                 int quad_col, const int (&my_row)[2]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
+    if (quad_col == 0) row_sum_smem[wg * kRows + my_row[h]] = l[h];
+  }
 }
 
 }  // namespace flashmla::cuda::lockstep

@@ -38,10 +38,8 @@
 namespace flashmla::cuda::mla_decode {
 
 // The lockstep step (cuda/common/lockstep_tile.cuh) is written for this tile shape.
-static_assert(kRowsPerTile == lockstep::kRows && kTokensPerTile == lockstep::kKeys &&
-                  kTokensPerWarpgroup == lockstep::kKeysPerWg && kThreads == lockstep::kThreads &&
-                  kAtomBytes == lockstep::kAtomBytes && kBarRowMax == lockstep::kBarRowMax &&
-                  kBarP == lockstep::kBarP,
+static_assert(lockstep::same_tile_shape(kRowsPerTile, kTokensPerTile, kTokensPerWarpgroup,
+                                        kThreads, kAtomBytes, kBarRowMax, kBarP),
               "dense decode tiles differ from the lockstep step's");
 
 // One side of a hand-off between the two warpgroups of the pair and seesaw kernels: `bar.arrive`
@@ -465,13 +463,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     stage_of_tile0 = (stage_of_tile0 + n_tiles) & 1;
 
-    // Row sums: across the quad, then across the two warpgroups.
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
-      l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
-      if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
-    }
+    lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
     __syncthreads();
 
     write_output<T>(p, o, m, row_sum_smem, my_row, valid_rows, row_base, kvh, wg, quad_col, req,

@@ -13,10 +13,6 @@
 // load per thread, four neighbouring lanes on one key's bytes.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_fp8.h>
-
 #include <cmath>
 #include <cstdint>
 
@@ -43,7 +39,8 @@ __device__ __forceinline__ bool index_valid(const Scope& sc, int32_t idx) {
 __device__ __forceinline__ uint4 load_unaligned16(const uint16_t* p) {
   uint32_t w[4];
 #pragma unroll
-  for (int i = 0; i < 4; ++i) w[i] = uint32_t{__ldg(p + 2 * i)} | uint32_t{__ldg(p + 2 * i + 1)} << 16;
+  for (int i = 0; i < 4; ++i)
+    w[i] = uint32_t{__ldg(p + 2 * i)} | uint32_t{__ldg(p + 2 * i + 1)} << 16;
   return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
@@ -135,7 +132,8 @@ struct V32Gather {
         r.nope[k] = load_nc16(tok + v32::kNopeOffset + quarter * v32::kTile + 16 * k);
       r.scale = __ldg(reinterpret_cast<const float*>(tok + v32::kScaleOffset) + quarter);
 #pragma unroll
-      for (int k = 0; k < 2; ++k) r.rope[k] = load_nc16(tok + v32::kRopeOffset + quarter * 32 + 16 * k);
+      for (int k = 0; k < 2; ++k)
+        r.rope[k] = load_nc16(tok + v32::kRopeOffset + quarter * 32 + 16 * k);
     }
   }
 

@@ -35,10 +35,8 @@
 namespace flashmla::cuda::sparse {
 
 // The lockstep step (cuda/common/lockstep_tile.cuh) is written for this tile shape.
-static_assert(kRowsPerTile == lockstep::kRows && kTokensPerTile == lockstep::kKeys &&
-                  kTokensPerWarpgroup == lockstep::kKeysPerWg && kThreads == lockstep::kThreads &&
-                  kAtomBytes == lockstep::kAtomBytes && kBarRowMax == lockstep::kBarRowMax &&
-                  kBarP == lockstep::kBarP,
+static_assert(lockstep::same_tile_shape(kRowsPerTile, kTokensPerTile, kTokensPerWarpgroup,
+                                        kThreads, kAtomBytes, kBarRowMax, kBarP),
               "sparse tiles differ from the lockstep step's");
 
 // Loads the 64-row Q tile of (token, kv head, head tile); rows past `valid_rows` are zeros. Four
@@ -133,7 +131,8 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
 }
 
 template <typename Gather, int kDqk>
-__global__ void __launch_bounds__(kThreads, 1) sparse_kernel(const __grid_constant__ GatherParams p) {
+__global__ void __launch_bounds__(kThreads, 1)
+    sparse_kernel(const __grid_constant__ GatherParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
@@ -194,7 +193,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_kernel(const __grid_consta
   };
   auto scope_of = [&](int it) -> const Scope& { return it < tiles0 ? p.scope[0] : p.scope[1]; };
 
-  load_q_tile<kDqk>(p, outer * p.q_stride_outer + inner * p.q_stride_inner + head0 * p.q_stride_head,
+  load_q_tile<kDqk>(p,
+                    outer * p.q_stride_outer + inner * p.q_stride_inner + head0 * p.q_stride_head,
                     valid_rows, q_addr);
   typename Gather::Regs regs;
   int32_t next_idx = n_tiles > 0 ? fetch_index(0) : -1;
@@ -233,7 +233,8 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_kernel(const __grid_consta
     float s[16];
     lockstep::qk_half<__nv_bfloat16, kQAtoms>(s, desc_q,
                      sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024));
-    const float* bias = bias_smem + stage * kTokensPerTile + wg * kTokensPerWarpgroup + 2 * quad_col;
+    const float* bias =
+        bias_smem + stage * kTokensPerTile + wg * kTokensPerWarpgroup + 2 * quad_col;
     float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int j = 0; j < 4; ++j)
@@ -261,13 +262,7 @@ __global__ void __launch_bounds__(kThreads, 1) sparse_kernel(const __grid_consta
     __syncthreads();
   }
 
-  // Row sums: across the quad, then across the two warpgroups.
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
-    if (quad_col == 0) row_sum_smem[wg * kRowsPerTile + my_row[h]] = l[h];
-  }
+  lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
   __syncthreads();
   write_rows(p, o, m, row_sum_smem, my_row, valid_rows, head0,
              outer * p.out_stride_outer + inner * p.out_stride_inner,
