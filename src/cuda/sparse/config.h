@@ -23,9 +23,13 @@ inline constexpr int kTokensPerWarpgroup = kTokensPerTile / kWarpgroups;  // 32 
 inline constexpr int kDimVPerWarpgroup = kDimV / kWarpgroups;             // 256 = wgmma N of PV
 inline constexpr int kKvStages = 2;
 
-// Gathering: kThreadsPerKey threads share one selected key of a tile (64 keys x 4 = 256 threads),
-// so each thread loads one index and each key's bytes are read by four neighbouring lanes.
-inline constexpr int kThreadsPerKey = kThreads / kTokensPerTile;
+// Gathering: every thread loads one index and gathers a part of that key. A CTA alone gathers all
+// 64 keys of a tile (4 threads a key); in a crossover pair (sparse decode with two head tiles of
+// a token: a cluster of two CTAs) each CTA gathers and dequantizes 32 keys of every tile (8
+// threads a key) into both CTAs' shared memory, halving the dequantization per CTA.
+inline constexpr int kThreadsPerKeySolo = kThreads / kTokensPerTile;
+inline constexpr int kPairKeys = kTokensPerTile / 2;
+inline constexpr int kThreadsPerKeyPair = kThreads / kPairKeys;
 
 // Named barriers (0 is __syncthreads).
 inline constexpr int kBarRowMax = 1;  // both warpgroups published their row maxima
@@ -37,6 +41,7 @@ inline constexpr float kLn2 = 0.6931471805599453f;
 // At most two scopes of keys per query (sparse decode's main and extra caches).
 inline constexpr int kMaxScopes = 2;
 
-static_assert(kThreadsPerKey == 4, "a key's loads are split four ways (one scale tile each)");
+static_assert(kThreadsPerKeySolo == 4 && kThreadsPerKeyPair == 8,
+              "gatherers split a key's 16-byte chunks 4 or 8 ways (gather.cuh)");
 
 }  // namespace flashmla::cuda::sparse

@@ -9,8 +9,9 @@
 //               registers for FP8 keys, which must be converted first);
 //   finish(...) completes the stage (FP8: dequantize the registers and store them), after the
 //               stage's previous readers are done.
-// Thread t serves key t / 4, quarter t % 4 of its bytes (config.h, kThreadsPerKey): one index
-// load per thread, four neighbouring lanes on one key's bytes.
+// A thread serves one part of one key (KeyLane; config.h): one index load per thread, the key's
+// parts on neighbouring lanes. Stores go through a StageWriter, which in a crossover pair also
+// writes the peer CTA's stage.
 #pragma once
 
 #include <cmath>
@@ -31,6 +32,28 @@ __device__ __forceinline__ uint32_t stage_offset(int key, int chunk) {
          sm90::swizzle128_offset(key, chunk % kChunksPerAtomRow);
 }
 
+// The key of the stage a gathering thread serves (0..63) and which of its kTpk parts.
+struct KeyLane {
+  int key;
+  int part;
+};
+
+// Stores a gathering thread's chunks and bias entries into this CTA's stage and, for a crossover
+// pair (kPair), at the same offsets in the peer CTA's shared memory (distributed shared memory).
+template <bool kPair>
+struct StageWriter {
+  uint32_t peer_delta;  // the peer's shared::cluster address of an offset minus this CTA's
+
+  __device__ __forceinline__ void chunk(uint32_t addr, const uint4& v) const {
+    sm90::st_shared_16(addr, v);
+    if constexpr (kPair) sm90::st_cluster_16(addr + peer_delta, v);
+  }
+  __device__ __forceinline__ void bias(float* row, int key, float v) const {
+    row[key] = v;
+    if constexpr (kPair) sm90::st_cluster_f32(sm90::smem_addr(row + key) + peer_delta, v);
+  }
+};
+
 __device__ __forceinline__ bool index_valid(const Scope& sc, int32_t idx) {
   return idx >= 0 && idx < sc.num_slots;
 }
@@ -50,6 +73,7 @@ __device__ __forceinline__ uint4 load_unaligned16(const uint16_t* p) {
 // overlapped with the previous tile, correct but slow.
 template <int kDqk, bool kAligned = true>
 struct Bf16Gather {
+  static constexpr int kThreadsPerKey = kThreadsPerKeySolo;
   static constexpr int kChunksPerKey = kDqk / kChunkElems;  // 72 or 64
   static_assert(kChunksPerKey % kThreadsPerKey == 0, "a key's chunks split evenly");
   struct Regs {
@@ -62,11 +86,10 @@ struct Bf16Gather {
   }
 
   __device__ __forceinline__ static void begin(const Scope& sc, int kvh, int32_t idx,
-                                               uint32_t stage, float* bias, Regs& r) {
-    const int key = threadIdx.x / kThreadsPerKey;
-    const int quarter = threadIdx.x % kThreadsPerKey;
+                                               KeyLane lane, uint32_t stage, float* bias,
+                                               Regs& r) {
     const bool valid = index_valid(sc, idx);
-    if (quarter == 0) bias[key] = valid ? 0.0f : -INFINITY;
+    if (lane.part == 0) bias[lane.key] = valid ? 0.0f : -INFINITY;
     if constexpr (!kAligned) {
       r.src = valid ? reinterpret_cast<const uint16_t*>(key_row(sc, kvh, idx)) : nullptr;
       return;
@@ -74,21 +97,21 @@ struct Bf16Gather {
     const uint8_t* src = valid ? key_row(sc, kvh, idx) : sc.cache;  // 0 bytes read if invalid
 #pragma unroll 6
     for (int k = 0; k < kChunksPerKey / kThreadsPerKey; ++k) {
-      const int chunk = quarter + k * kThreadsPerKey;  // the key's 4 lanes read 64 B side by side
-      sm90::cp_async_16(stage + stage_offset(key, chunk), valid ? src + chunk * 16 : src,
+      const int chunk = lane.part + k * kThreadsPerKey;  // a key's 4 lanes read 64 B side by side
+      sm90::cp_async_16(stage + stage_offset(lane.key, chunk), valid ? src + chunk * 16 : src,
                         valid ? 16 : 0);
     }
   }
 
-  __device__ __forceinline__ static void finish(uint32_t stage, float*, const Regs& r) {
+  template <class Writer>
+  __device__ __forceinline__ static void finish(uint32_t stage, float*, const Regs& r,
+                                                KeyLane lane, const Writer& w) {
     if constexpr (!kAligned) {
-      const int key = threadIdx.x / kThreadsPerKey;
-      const int quarter = threadIdx.x % kThreadsPerKey;
       for (int k = 0; k < kChunksPerKey / kThreadsPerKey; ++k) {
-        const int chunk = quarter + k * kThreadsPerKey;
-        sm90::st_shared_16(stage + stage_offset(key, chunk),
-                           r.src != nullptr ? load_unaligned16(r.src + chunk * kChunkElems)
-                                            : make_uint4(0, 0, 0, 0));
+        const int chunk = lane.part + k * kThreadsPerKey;
+        w.chunk(stage + stage_offset(lane.key, chunk),
+                r.src != nullptr ? load_unaligned16(r.src + chunk * kChunkElems)
+                                 : make_uint4(0, 0, 0, 0));
       }
     }
   }
@@ -106,22 +129,43 @@ __device__ __forceinline__ const uint8_t* fp8_block(const Scope& sc, int32_t idx
   return sc.cache + static_cast<int64_t>(block) * sc.block_stride;
 }
 
+// The end of an FP8 gatherer's finish(): this part's RoPE chunks (bf16 in the cache, stored as
+// they are after the key's `dim_nope` NoPE values; zeros for an invalid key) and the bias entry.
+template <int kTpk, int kRopeLoads, class Writer>
+__device__ __forceinline__ void finish_rope_and_bias(uint32_t stage, float* bias,
+                                                     const uint4 (&rope)[kRopeLoads], bool valid,
+                                                     int dim_nope, KeyLane lane,
+                                                     const Writer& w) {
+#pragma unroll
+  for (int k = 0; k < kRopeLoads; ++k) {
+    const int chunk = dim_nope / kChunkElems + lane.part + kTpk * k;
+    // (built as a value: selecting between the two lvalues put them on the stack)
+    const uint4 v = valid ? make_uint4(rope[k].x, rope[k].y, rope[k].z, rope[k].w)
+                          : make_uint4(0, 0, 0, 0);
+    w.chunk(stage + stage_offset(lane.key, chunk), v);
+  }
+  if (lane.part == 0) w.bias(bias, lane.key, valid ? 0.0f : -INFINITY);
+}
+
 // ---- V3.2 FP8 keys (656 bytes: 512 e4m3 | 4 float scales | 64 bf16 RoPE) -------------------
-// Quarter j of a key: NoPE bytes [128 j, 128 j + 128) (exactly scale tile j) and RoPE values
-// [16 j, 16 j + 16).
-template <Dequant kMode>
+// Part j of kTpk: NoPE 16-byte chunks j, j + kTpk, ... (a key's lanes read neighbouring bytes;
+// load k lies in scale tile k * kTpk / 8 whatever j is, since kTpk divides the 8 chunks of a
+// tile) and RoPE chunks j, j + kTpk, ...
+template <Dequant kMode, int kTpk>
 struct V32Gather {
-  static constexpr int kNopeLoads = v32::kTile / 16;  // 8 x 16 bytes
+  static constexpr int kThreadsPerKey = kTpk;
+  static constexpr int kNopeLoads = v32::kDimNope / 16 / kTpk;     // 8 or 4
+  static constexpr int kRopeLoads = v32::kDimRope * 2 / 16 / kTpk;  // 2 or 1
+  static_assert(v32::kTile / 16 % kTpk == 0, "a scale tile's chunks split evenly");
   struct Regs {
     uint4 nope[kNopeLoads];
-    uint4 rope[2];
-    float scale;
+    uint4 rope[kRopeLoads];
+    float4 scales;
     bool valid;
   };
 
-  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, uint32_t,
-                                               float*, Regs& r) {
-    const int quarter = threadIdx.x % kThreadsPerKey;
+  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, KeyLane lane,
+                                               uint32_t, float*, Regs& r) {
     r.valid = index_valid(sc, idx);
     if (r.valid) {
       uint32_t offset;
@@ -129,52 +173,55 @@ struct V32Gather {
       const uint8_t* tok = block + offset * v32::kBytesPerToken;
 #pragma unroll
       for (int k = 0; k < kNopeLoads; ++k)
-        r.nope[k] = load_nc16(tok + v32::kNopeOffset + quarter * v32::kTile + 16 * k);
-      r.scale = __ldg(reinterpret_cast<const float*>(tok + v32::kScaleOffset) + quarter);
+        r.nope[k] = load_nc16(tok + v32::kNopeOffset + 16 * (lane.part + kTpk * k));
+      r.scales = __ldg(reinterpret_cast<const float4*>(tok + v32::kScaleOffset));
 #pragma unroll
-      for (int k = 0; k < 2; ++k)
-        r.rope[k] = load_nc16(tok + v32::kRopeOffset + quarter * 32 + 16 * k);
+      for (int k = 0; k < kRopeLoads; ++k)
+        r.rope[k] = load_nc16(tok + v32::kRopeOffset + 16 * (lane.part + kTpk * k));
     }
   }
 
-  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r) {
-    const int key = threadIdx.x / kThreadsPerKey;
-    const int quarter = threadIdx.x % kThreadsPerKey;
+  template <class Writer>
+  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r,
+                                                KeyLane lane, const Writer& w) {
     const uint4 zero = make_uint4(0, 0, 0, 0);
+    const float scale[4] = {r.scales.x, r.scales.y, r.scales.z, r.scales.w};
 #pragma unroll
     for (int k = 0; k < kNopeLoads; ++k) {
       uint4 lo = zero, hi = zero;
-      if (r.valid) dequant16<kMode>(r.nope[k], r.scale, lo, hi);
-      const int chunk = quarter * (v32::kTile / kChunkElems) + 2 * k;  // 16 chunks per quarter
-      sm90::st_shared_16(stage + stage_offset(key, chunk), lo);
-      sm90::st_shared_16(stage + stage_offset(key, chunk + 1), hi);
+      if (r.valid) dequant16<kMode>(r.nope[k], scale[k * kTpk * 16 / v32::kTile], lo, hi);
+      const int chunk = 2 * (lane.part + kTpk * k);  // 16 e4m3 = two bf16 chunks
+      w.chunk(stage + stage_offset(lane.key, chunk), lo);
+      w.chunk(stage + stage_offset(lane.key, chunk + 1), hi);
     }
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int chunk = v32::kDimNope / kChunkElems + 2 * quarter + k;
-      sm90::st_shared_16(stage + stage_offset(key, chunk), r.valid ? r.rope[k] : zero);
-    }
-    if (quarter == 0) bias[key] = r.valid ? 0.0f : -INFINITY;
+    finish_rope_and_bias<kTpk>(stage, bias, r.rope, r.valid, v32::kDimNope, lane, w);
   }
 };
 
 // ---- MODEL1 FP8 keys (per token 448 e4m3 | 64 bf16 RoPE; 7 UE8M0 scales in the block's scale
 // area) ---------------------------------------------------------------------------------------
-// Quarter j of a key: NoPE 16-byte chunks j, j + 4, ..., j + 24 (chunk c lies in scale tile
-// c / 4, so load k of every quarter is in tile k) and RoPE chunks 2 j, 2 j + 1.
-template <Dequant kMode>
+// Part j of kTpk: NoPE 16-byte chunks j, j + kTpk, ... below 28 (chunk c lies in scale tile
+// c / 4) and RoPE chunks j, j + kTpk, ...
+template <Dequant kMode, int kTpk>
 struct Model1Gather {
-  static constexpr int kNopeLoads = model1::kDimNope / 16 / kThreadsPerKey;  // 7
+  static constexpr int kThreadsPerKey = kTpk;
+  static constexpr int kNopeChunks = model1::kDimNope / 16;                 // 28
+  static constexpr int kNopeLoads = (kNopeChunks + kTpk - 1) / kTpk;        // 7 or 4
+  static constexpr int kRopeLoads = model1::kDimRope * 2 / 16 / kTpk;       // 2 or 1
   struct Regs {
     uint4 nope[kNopeLoads];
-    uint4 rope[2];
+    uint4 rope[kRopeLoads];
     uint2 scales;  // 7 UE8M0 bytes + pad
     bool valid;
   };
 
-  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, uint32_t,
-                                               float*, Regs& r) {
-    const int quarter = threadIdx.x % kThreadsPerKey;
+  // Whether load k of part j is a NoPE chunk (only the last load of 8-way parts can fall past).
+  __device__ __forceinline__ static bool has_chunk(int part, int k) {
+    return kNopeChunks % kTpk == 0 || k + 1 < kNopeLoads || part + kTpk * k < kNopeChunks;
+  }
+
+  __device__ __forceinline__ static void begin(const Scope& sc, int, int32_t idx, KeyLane lane,
+                                               uint32_t, float*, Regs& r) {
     r.valid = index_valid(sc, idx);
     if (r.valid) {
       uint32_t offset;
@@ -182,37 +229,34 @@ struct Model1Gather {
       const uint8_t* tok = block + model1::token_data_offset(offset);
 #pragma unroll
       for (int k = 0; k < kNopeLoads; ++k)
-        r.nope[k] = load_nc16(tok + 16 * (quarter + kThreadsPerKey * k));
+        if (has_chunk(lane.part, k)) r.nope[k] = load_nc16(tok + 16 * (lane.part + kTpk * k));
 #pragma unroll
-      for (int k = 0; k < 2; ++k)
-        r.rope[k] = load_nc16(tok + model1::kDimNope + 32 * quarter + 16 * k);
+      for (int k = 0; k < kRopeLoads; ++k)
+        r.rope[k] = load_nc16(tok + model1::kDimNope + 16 * (lane.part + kTpk * k));
       r.scales = __ldg(reinterpret_cast<const uint2*>(
           block + model1::token_scale_offset(sc.page, offset)));
     }
   }
 
-  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r) {
-    const int key = threadIdx.x / kThreadsPerKey;
-    const int quarter = threadIdx.x % kThreadsPerKey;
+  template <class Writer>
+  __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r,
+                                                KeyLane lane, const Writer& w) {
     const uint4 zero = make_uint4(0, 0, 0, 0);
+    const uint64_t scales = uint64_t{r.scales.x} | uint64_t{r.scales.y} << 32;
 #pragma unroll
     for (int k = 0; k < kNopeLoads; ++k) {
+      if (!has_chunk(lane.part, k)) continue;
+      const int c = lane.part + kTpk * k;
       uint4 lo = zero, hi = zero;
       if (r.valid) {
-        const uint32_t word = k < 4 ? r.scales.x : r.scales.y;
-        const float scale = fp8::ue8m0_to_float(static_cast<uint8_t>(word >> (8 * (k % 4))));
+        const int t = c / (model1::kTile / 16);  // the chunk's scale tile
+        const float scale = fp8::ue8m0_to_float(static_cast<uint8_t>(scales >> (8 * t)));
         dequant16<kMode>(r.nope[k], scale, lo, hi);
       }
-      const int chunk = 2 * (quarter + kThreadsPerKey * k);  // 16 e4m3 = two bf16 chunks
-      sm90::st_shared_16(stage + stage_offset(key, chunk), lo);
-      sm90::st_shared_16(stage + stage_offset(key, chunk + 1), hi);
+      w.chunk(stage + stage_offset(lane.key, 2 * c), lo);
+      w.chunk(stage + stage_offset(lane.key, 2 * c + 1), hi);
     }
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-      const int chunk = model1::kDimNope / kChunkElems + 2 * quarter + k;
-      sm90::st_shared_16(stage + stage_offset(key, chunk), r.valid ? r.rope[k] : zero);
-    }
-    if (quarter == 0) bias[key] = r.valid ? 0.0f : -INFINITY;
+    finish_rope_and_bias<kTpk>(stage, bias, r.rope, r.valid, model1::kDimNope, lane, w);
   }
 };
 

@@ -8,6 +8,9 @@
 // loads its Q tile, then walks its selected keys in tiles of 64 (the main scope's, then the
 // extra scope's; a scope's last tile is padded with invalid entries), double-buffered: while
 // tile it is computed, tile it + 1's keys are in flight (gather.cuh), and tile it + 2's indices.
+// Crossover (kPair: sparse decode with exactly two head tiles, FlashMLA's scheme): the two CTAs of
+// a token form a cluster; each gathers and dequantizes half of every key tile into both CTAs'
+// shared memory, and a cluster barrier instead of __syncthreads ends each tile.
 // Per tile, as in the dense lockstep kernel:
 //   S_w   = Q K[32 w, 32 w + 32)^T          wgmma m64n32k16 x (d_qk / 16), warpgroup w
 //   S    += bias (-inf for invalid keys); row max over both halves (shared memory)
@@ -22,6 +25,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <stdexcept>
 
 #include "cuda/common/attn_math.cuh"
 #include "cuda/common/cuda_check.h"
@@ -130,10 +134,12 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
   }
 }
 
-template <typename Gather, int kDqk>
+template <typename Gather, int kDqk, bool kPair>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_kernel(const __grid_constant__ GatherParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  static_assert(Gather::kThreadsPerKey == (kPair ? kThreadsPerKeyPair : kThreadsPerKeySolo),
+                "the gatherer splits keys for the other mode");
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
   extern __shared__ uint8_t smem_raw[];
@@ -184,8 +190,29 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int32_t* idx_row1 = p.num_scopes > 1 ? scope_row(p.scope[1], &count1) : idx_row0;
   const int tiles0 = (count0 + kTokensPerTile - 1) / kTokensPerTile;
   const int n_tiles = tiles0 + (count1 + kTokensPerTile - 1) / kTokensPerTile;
+  // The key this thread gathers in every tile: in a crossover pair, head tile r's CTA gathers
+  // keys [32 r, 32 r + 32) (the cluster's CTAs are the token's head tiles, rank = tile).
+  constexpr int kTpk = Gather::kThreadsPerKey;
+  const KeyLane gather_lane{(kPair ? static_cast<int>(tile) * kPairKeys : 0) + tid / kTpk,
+                            tid % kTpk};
+  StageWriter<kPair> writer{0};
+  if constexpr (kPair)
+    writer.peer_delta = sm90::map_shared_rank(sm90::smem_addr(smem), tile ^ 1u) -
+                        sm90::smem_addr(smem);
+  // Ends a tile: this CTA's (and, paired, the peer's) stage writes visible to both warpgroups
+  // and to the tensor cores.
+  auto end_tile = [] {
+    sm90::cp_async_wait<0>();
+    if constexpr (kPair) {
+      sm90::fence_proxy_async_cluster();
+      sm90::cluster_sync();
+    } else {
+      sm90::fence_proxy_async();
+      __syncthreads();
+    }
+  };
   // This thread's entry of tile `it`: its index, -1 past the scope's count.
-  const int my_key = tid / kThreadsPerKey;
+  const int my_key = gather_lane.key;
   auto fetch_index = [&](int it) -> int32_t {
     const bool first = it < tiles0;
     const int e = (first ? it : it - tiles0) * kTokensPerTile + my_key;
@@ -199,14 +226,15 @@ __global__ void __launch_bounds__(kThreads, 1)
   typename Gather::Regs regs;
   int32_t next_idx = n_tiles > 0 ? fetch_index(0) : -1;
   if (n_tiles > 0) {
-    Gather::begin(scope_of(0), kvh, next_idx, k_addr, bias_smem, regs);
+    Gather::begin(scope_of(0), kvh, next_idx, gather_lane, k_addr, bias_smem, regs);
     next_idx = n_tiles > 1 ? fetch_index(1) : -1;
-    Gather::finish(k_addr, bias_smem, regs);
   }
+  // A paired CTA writes into its peer's shared memory only once the peer runs (both CTAs of a
+  // token see the same indices, so they agree on n_tiles and on every barrier below).
+  if constexpr (kPair) sm90::cluster_sync();
+  if (n_tiles > 0) Gather::finish(k_addr, bias_smem, regs, gather_lane, writer);
   sm90::cp_async_commit();
-  sm90::cp_async_wait<0>();
-  sm90::fence_proxy_async();
-  __syncthreads();
+  end_tile();
 
   const uint64_t desc_q = sm90::make_smem_desc(q_addr, 16, 1024);
   const uint64_t desc_p = sm90::make_smem_desc(p_addr, 16, 1024);
@@ -224,7 +252,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Tile it + 1's keys in flight (its stage was last read by tile it - 1, finished before the
     // barrier that ended it), tile it + 2's index behind them.
     if (it + 1 < n_tiles) {
-      Gather::begin(scope_of(it + 1), kvh, next_idx, next_addr, next_bias, regs);
+      Gather::begin(scope_of(it + 1), kvh, next_idx, gather_lane, next_addr, next_bias, regs);
       next_idx = it + 2 < n_tiles ? fetch_index(it + 2) : -1;
     }
     sm90::cp_async_commit();
@@ -255,11 +283,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Tile it + 1's stage completed (FP8: dequantized from the registers) while this tile's
     // P V runs on the tensor cores (it reads the other stage), visible to the tensor cores and
     // to every thread after the barrier.
-    if (it + 1 < n_tiles) Gather::finish(next_addr, next_bias, regs);
+    if (it + 1 < n_tiles) Gather::finish(next_addr, next_bias, regs, gather_lane, writer);
     lockstep::wait_pv(o);
-    sm90::cp_async_wait<0>();
-    sm90::fence_proxy_async();
-    __syncthreads();
+    end_tile();
   }
 
   lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
@@ -271,17 +297,36 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// Launches the kernel over every (query token, kv head, head tile).
-template <typename Gather, int kDqk>
+// Launches the kernel over every (query token, kv head, head tile); kPair (exactly two head
+// tiles) in clusters of a token's two CTAs.
+template <typename Gather, int kDqk, bool kPair = false>
 void launch(const GatherParams& p, cudaStream_t stream) {
-  auto* kernel = &sparse_kernel<Gather, kDqk>;
+  auto* kernel = &sparse_kernel<Gather, kDqk, kPair>;
   constexpr int kSmem = SmemPlan<kDqk>::kBytes;
   FLASHMLA_CUDA_CHECK(
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
   const int64_t blocks = p.num_tokens * p.h_kv * p.head_tiles;
   if (blocks == 0) return;
-  kernel<<<static_cast<unsigned>(blocks), kThreads, kSmem, stream>>>(p);
-  FLASHMLA_CUDA_CHECK_LAUNCH("sparse attention kernel");
+  if constexpr (!kPair) {
+    kernel<<<static_cast<unsigned>(blocks), kThreads, kSmem, stream>>>(p);
+    FLASHMLA_CUDA_CHECK_LAUNCH("sparse attention kernel");
+  } else {
+    if (p.head_tiles != 2)
+      throw std::logic_error("sparse crossover kernel launched without two head tiles");
+    cudaLaunchAttribute cluster{};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = 2;
+    cluster.val.clusterDim.y = 1;
+    cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg{};
+    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = kSmem;
+    cfg.stream = stream;
+    cfg.attrs = &cluster;
+    cfg.numAttrs = 1;
+    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+  }
 }
 
 }  // namespace flashmla::cuda::sparse

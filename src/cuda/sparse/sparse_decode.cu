@@ -16,7 +16,9 @@ namespace flashmla::cuda {
 namespace {
 
 // True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
-// FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing.
+// FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing;
+// FLASHMLA_SPARSE_PAIR = 1: the crossover pair for two head tiles (kernel.cuh; measured slower
+// than a CTA alone, session 28), for A/B timing.
 bool env_is(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v != nullptr && std::string(v) == value;
@@ -41,6 +43,20 @@ sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,
   sc.page = static_cast<int>(page);
   sc.page_div = FastDiv(static_cast<uint32_t>(page));
   return sc;
+}
+
+// The FP8 gatherer G's kernel for the dequantization way and the pairing chosen.
+template <template <sparse::Dequant, int> class G, int kDqk>
+void launch_fp8(const sparse::GatherParams& g, bool bits, bool pair, cudaStream_t stream) {
+  using sparse::Dequant;
+  constexpr int kSolo = sparse::kThreadsPerKeySolo, kPair = sparse::kThreadsPerKeyPair;
+  if (pair) {
+    if (bits) sparse::launch<G<Dequant::kBits, kPair>, kDqk, true>(g, stream);
+    else sparse::launch<G<Dequant::kCvt, kPair>, kDqk, true>(g, stream);
+  } else {
+    if (bits) sparse::launch<G<Dequant::kBits, kSolo>, kDqk>(g, stream);
+    else sparse::launch<G<Dequant::kCvt, kSolo>, kDqk>(g, stream);
+  }
 }
 
 }  // namespace
@@ -76,15 +92,10 @@ void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, S
     g.num_scopes = 2;
   }
 
-  using sparse::Dequant;
   const bool bits = env_is("FLASHMLA_SPARSE_DEQUANT", "bits");
-  if (pb.layout == KVCacheLayout::kV32) {
-    if (bits) sparse::launch<sparse::V32Gather<Dequant::kBits>, 576>(g, stream);
-    else sparse::launch<sparse::V32Gather<Dequant::kCvt>, 576>(g, stream);
-  } else {
-    if (bits) sparse::launch<sparse::Model1Gather<Dequant::kBits>, 512>(g, stream);
-    else sparse::launch<sparse::Model1Gather<Dequant::kCvt>, 512>(g, stream);
-  }
+  const bool pair = g.head_tiles == 2 && env_is("FLASHMLA_SPARSE_PAIR", "1");
+  if (pb.layout == KVCacheLayout::kV32) launch_fp8<sparse::V32Gather, 576>(g, bits, pair, stream);
+  else launch_fp8<sparse::Model1Gather, 512>(g, bits, pair, stream);
 }
 
 }  // namespace flashmla::cuda
