@@ -24,9 +24,9 @@ inline constexpr int kDimVPerWarpgroup = kDimV / kWarpgroups;             // 256
 inline constexpr int kKvStages = 2;
 
 // Gathering: every thread loads one index and gathers a part of that key. A CTA alone gathers all
-// 64 keys of a tile (4 threads a key); in a crossover pair (sparse decode with two head tiles of
-// a token: a cluster of two CTAs) each CTA gathers and dequantizes 32 keys of every tile (8
-// threads a key) into both CTAs' shared memory, halving the dequantization per CTA.
+// 64 keys of a tile (4 threads a key); in a crossover pair (opt-in; sparse decode with two head
+// tiles of a token: a cluster of two CTAs) each CTA gathers and dequantizes 32 keys of every tile
+// (8 threads a key) into both CTAs' shared memory, halving the dequantization per CTA.
 inline constexpr int kThreadsPerKeySolo = kThreads / kTokensPerTile;
 inline constexpr int kPairKeys = kTokensPerTile / 2;
 inline constexpr int kThreadsPerKeyPair = kThreads / kPairKeys;

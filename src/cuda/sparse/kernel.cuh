@@ -8,9 +8,10 @@
 // loads its Q tile, then walks its selected keys in tiles of 64 (the main scope's, then the
 // extra scope's; a scope's last tile is padded with invalid entries), double-buffered: while
 // tile it is computed, tile it + 1's keys are in flight (gather.cuh), and tile it + 2's indices.
-// Crossover (kPair: sparse decode with exactly two head tiles, FlashMLA's scheme): the two CTAs of
-// a token form a cluster; each gathers and dequantizes half of every key tile into both CTAs'
-// shared memory, and a cluster barrier instead of __syncthreads ends each tile.
+// Crossover (kPair: sparse decode with exactly two head tiles, FlashMLA's scheme; opt-in, measured
+// 8-9 % slower than a CTA alone, docs/sparse-design.md): the two CTAs of a token form a cluster;
+// each gathers and dequantizes half of every key tile into both CTAs' shared memory, and a
+// cluster barrier instead of __syncthreads ends each tile.
 // Per tile, as in the dense lockstep kernel:
 //   S_w   = Q K[32 w, 32 w + 32)^T          wgmma m64n32k16 x (d_qk / 16), warpgroup w
 //   S    += bias (-inf for invalid keys); row max over both halves (shared memory)
