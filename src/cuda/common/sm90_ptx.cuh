@@ -79,11 +79,6 @@ __device__ __forceinline__ bool named_barrier_or(int id, int threads, bool pred)
 }
 
 // ---- thread-block clusters: distributed shared memory ----
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
 // The shared::cluster address of this CTA's shared::cta address `addr` in CTA `rank` of the
 // cluster (the same offset in that CTA's shared memory).
 __device__ __forceinline__ uint32_t map_shared_rank(uint32_t addr, uint32_t rank) {
