@@ -26,3 +26,25 @@ ncu_fmla() {
     --metrics "$4" python3 bench/flashmla_ref/time_flashmla.py --lib "$2" \
     --cases ".fmla/cases-$lc.txt" 2>&1
 }
+
+# stall_metrics: ncu's warp-state sampling as cycles per issued instruction by stall reason, plus
+# issue-slot use and the tensor pipe's active share (a --metrics list).
+stall_metrics() {
+  local r m x
+  r="barrier long_scoreboard wait short_scoreboard math_pipe_throttle mio_throttle lg_throttle"
+  r="$r no_instruction dispatch_stall membar sleeping branch_resolving misc not_selected selected"
+  m=sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_elapsed
+  m=$m,sm__inst_issued.avg.pct_of_peak_sustained_active
+  for x in $r; do m=$m,smsp__average_warps_issue_stalled_${x}_per_issue_active.ratio; done
+  echo "$m"
+}
+
+# show_stalls CASE NAME < ncu text: one line of stall_metrics' figures.
+show_stalls() {
+  awk -v c="$1" -v n="$2" '
+    /hmma_cycles_active/ { te = $NF }
+    /sm__inst_issued.avg.pct/ { is = $NF }
+    /issue_stalled_/ { k = $1; sub(/.*issue_stalled_/, "", k); sub(/_per_issue_active.*/, "", k)
+                       line = line sprintf(" %s %s", k, $NF) }
+    END { printf "%-4s %-8s tensor %s%% issue %s%%:%s\n", c, n, te, is, line }'
+}

@@ -56,6 +56,7 @@ struct Case {
   int s_q, h_q, d_qk, topk;
   int64_t s_k;
   double fm_krn_us, fm_tflops, fm_gbps, fm_ev_us;  // anchors.md; fm_gbps 0: not given
+  bool has_fm() const { return fm_krn_us > 0; }      // 0: a case of ours, no FlashMLA figure
 };
 
 const Case kCases[] = {
@@ -67,6 +68,12 @@ const Case kCases[] = {
     {"P2", Op::kPrefill, 1, 4096, 128, 576, 2048, 32768, 3745.6, 624, 0, 4699.3},
     {"P3", Op::kPrefill, 1, 4096, 64, 576, 2048, 8192, 1770.3, 660, 0, 1976.7},
     {"P4", Op::kPrefill, 1, 4096, 128, 512, 2048, 8192, 3295.3, 667, 0, 4055.9},
+    // Small batches, for the split over the keys (FLASHMLA_SPARSE_SPLIT; not in anchors.md):
+    // 2, 32 and 16 work items of 32 or 256 key tiles on 132 SMs, and a short prefill.
+    {"SL1", Op::kDecode, 1, 1, 128, 576, 2048, 32768, 0, 0, 0, 0},
+    {"SL2", Op::kDecode, 16, 1, 128, 576, 2048, 32768, 0, 0, 0, 0},
+    {"SL3", Op::kDecode, 8, 2, 64, 576, 16384, 32768, 0, 0, 0, 0},
+    {"PL1", Op::kPrefill, 1, 16, 128, 576, 2048, 8192, 0, 0, 0, 0},
 };
 
 struct Result {
@@ -531,9 +538,11 @@ std::string json_case(const Case& c, const Result& r) {
   j.num("tflops", r.flop / us * 1e-6, ran).num("gbps", r.bytes / us * 1e-3, ran && decode)
       .num("frac_tflops", r.flop / us * 1e-6 / kCeilTflops, ran)
       .num("frac_gbps", r.bytes / us * 1e-3 / kCeilGbps, ran && decode);
-  j.num("flashmla_krn_us", c.fm_krn_us).num("flashmla_ev_us", c.fm_ev_us)
-      .num("flashmla_tflops", c.fm_tflops).num("flashmla_gbps", c.fm_gbps, c.fm_gbps > 0);
-  j.num("ratio_krn", r.krn_us / c.fm_krn_us, krn).num("ratio_ev", r.ev_us / c.fm_ev_us, ran);
+  const bool fm = c.has_fm();
+  j.num("flashmla_krn_us", c.fm_krn_us, fm).num("flashmla_ev_us", c.fm_ev_us, fm)
+      .num("flashmla_tflops", c.fm_tflops, fm).num("flashmla_gbps", c.fm_gbps, c.fm_gbps > 0);
+  j.num("ratio_krn", r.krn_us / c.fm_krn_us, krn && fm)
+      .num("ratio_ev", r.ev_us / c.fm_ev_us, ran && fm);
   j.num("check_rel_l2", r.check_rel_l2, ran && r.check_rel_l2 >= 0)
       .num("check_lse_rel", r.check_lse_rel, ran && r.check_lse_rel >= 0);
   return j.done();
@@ -549,18 +558,25 @@ void print_case(const Case& c, const Result& r, FILE* csv) {
   const bool krn = r.krn_us > 0, decode = c.op == Op::kDecode;
   const double us = krn ? r.krn_us : r.ev_us;
   const double tflops = r.flop / us * 1e-6, gbps = r.bytes / us * 1e-3;
-  char krn_us[16] = "-", gb[16] = "-", gb_frac[16] = "-", krn_ratio[16] = "-";
+  const bool fm = c.has_fm();
+  char krn_us[16] = "-", gb[16] = "-", gb_frac[16] = "-", krn_ratio[16] = "-", fm_krn[16] = "-",
+       ev_ratio[16] = "-";
   if (krn) std::snprintf(krn_us, sizeof krn_us, "%.1f", r.krn_us);
-  if (krn) std::snprintf(krn_ratio, sizeof krn_ratio, "%.3fx", r.krn_us / c.fm_krn_us);
+  if (krn && fm) std::snprintf(krn_ratio, sizeof krn_ratio, "%.3fx", r.krn_us / c.fm_krn_us);
+  if (fm) std::snprintf(fm_krn, sizeof fm_krn, "%.1f", c.fm_krn_us);
+  if (fm) std::snprintf(ev_ratio, sizeof ev_ratio, "%.3fx", r.ev_us / c.fm_ev_us);
   if (decode) std::snprintf(gb, sizeof gb, "%.0f", gbps);
   if (decode) std::snprintf(gb_frac, sizeof gb_frac, "%.0f%%", 100 * gbps / kCeilGbps);
-  std::printf("%-4s %-42s %8.1f %8s %7.1f %5.0f%% %6s %5s %8.1f %9s %8.3fx  %s\n", c.name,
+  std::printf("%-4s %-42s %8.1f %8s %7.1f %5.0f%% %6s %5s %8s %9s %9s  %s\n", c.name,
               shape.c_str(), r.ev_us, krn_us, tflops, 100 * tflops / kCeilTflops, gb, gb_frac,
-              c.fm_krn_us, krn_ratio, r.ev_us / c.fm_ev_us,
-              r.status == "ok" ? "ok" : "WRONG");
-  std::printf("     (FlashMLA: %.0f TFLOPS", c.fm_tflops);
-  if (c.fm_gbps > 0) std::printf(", %.0f GB/s", c.fm_gbps);
-  std::printf(", ev %.1f us; ev hot %.1f", c.fm_ev_us, r.ev_hot_us);
+              fm_krn, krn_ratio, ev_ratio, r.status == "ok" ? "ok" : "WRONG");
+  if (fm) {
+    std::printf("     (FlashMLA: %.0f TFLOPS", c.fm_tflops);
+    if (c.fm_gbps > 0) std::printf(", %.0f GB/s", c.fm_gbps);
+    std::printf(", ev %.1f us; ev hot %.1f", c.fm_ev_us, r.ev_hot_us);
+  } else {
+    std::printf("     (no FlashMLA figure; ev hot %.1f", r.ev_hot_us);
+  }
   if (krn)
     std::printf("; krn mean %.1f; first kernel alone %.1f; %d kernel(s) a call, durations "
                 "summed %.1f; events after the big memset %.1f, with CUPTI on %.1f",
@@ -575,8 +591,9 @@ void print_case(const Case& c, const Result& r, FILE* csv) {
   if (csv)
     std::fprintf(csv, "gpu %s %s,%s,%.3f,%.4f,%.3f,%.4f,%.3f,%.3f,%.3f,%.4f,%.3f,%.3g\n",
                  op_name(c), c.name, shape.c_str(), r.ev_us, r.flop / r.ev_us * 1e-6,
-                 r.bytes / r.ev_us * 1e-3, r.ev_us / c.fm_ev_us, r.krn_us, r.krn_mean,
-                 r.sum_us, krn ? r.krn_us / c.fm_krn_us : 0.0, r.ev_hot_us, r.check_rel_l2);
+                 r.bytes / r.ev_us * 1e-3, fm ? r.ev_us / c.fm_ev_us : 0.0, r.krn_us, r.krn_mean,
+                 r.sum_us, krn && fm ? r.krn_us / c.fm_krn_us : 0.0, r.ev_hot_us,
+                 r.check_rel_l2);
 }
 
 }  // namespace

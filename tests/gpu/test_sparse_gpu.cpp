@@ -15,16 +15,19 @@
 // Cases: every row of the shared tables (tests/cases.cpp, instantiation "Table") plus the
 // GPU-sized ones below ("GpuShapes"): production head counts and topk 2048 at larger batches,
 // page sizes 1, 2, 61, 64 and 576, head counts and topk that are not multiples of 64, extra
-// scopes, two kv heads, s_q up to 256. The quick tier keeps the float64 reference (the bulk of
-// the run time) under 2e10 multiply-adds in all (SparseGpuCases.QuickTierFitsReferenceBudget);
+// scopes, two kv heads, s_q up to 256. The split suites rerun cases with FLASHMLA_SPARSE_SPLIT
+// set (the split kernel). The quick tier keeps the float64 reference (the bulk of the run time)
+// under 4e10 multiply-adds in all (SparseGpuCases.QuickTierFitsReferenceBudget);
 // FLASHMLA_TEST_TIER=full adds the large shapes. Skips when no CUDA device is usable.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -272,11 +275,8 @@ const std::vector<SparsePrefillCase>& gpu_sparse_prefill_cases() {
 
 // ---- sparse decode ---------------------------------------------------------------------------
 
-class SparseDecodeGpu : public ::testing::TestWithParam<SparseDecodeCase> {};
-
-TEST_P(SparseDecodeGpu, MatchesFloat64ReferenceAndIsDeterministic) {
-  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
-  const SparseDecodeCase& c = GetParam();
+// One case end to end (see the file header).
+void check_decode_case(const SparseDecodeCase& c) {
   Rng rng(fresh_seed());
   SCOPED_TRACE(c.describe() + " " + seed_note(rng.seed()));
   const SparseDecodeInputs in = make_sparse_decode_inputs(c, rng);
@@ -307,6 +307,13 @@ TEST_P(SparseDecodeGpu, MatchesFloat64ReferenceAndIsDeterministic) {
   EXPECT_TRUE(dev.inputs_unchanged({&out.out, &out.lse}));
 }
 
+class SparseDecodeGpu : public ::testing::TestWithParam<SparseDecodeCase> {};
+
+TEST_P(SparseDecodeGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  check_decode_case(GetParam());
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, SparseDecodeGpu,
                          ::testing::ValuesIn(cases_for_tier(sparse_decode_cases())), CaseName());
 INSTANTIATE_TEST_SUITE_P(GpuShapes, SparseDecodeGpu,
@@ -315,11 +322,7 @@ INSTANTIATE_TEST_SUITE_P(GpuShapes, SparseDecodeGpu,
 
 // ---- sparse prefill --------------------------------------------------------------------------
 
-class SparsePrefillGpu : public ::testing::TestWithParam<SparsePrefillCase> {};
-
-TEST_P(SparsePrefillGpu, MatchesFloat64ReferenceAndIsDeterministic) {
-  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
-  const SparsePrefillCase& c = GetParam();
+void check_prefill_case(const SparsePrefillCase& c) {
   Rng rng(fresh_seed());
   SCOPED_TRACE(c.describe() + " " + seed_note(rng.seed()));
   const SparsePrefillInputs in = make_sparse_prefill_inputs(c, rng);
@@ -354,17 +357,124 @@ TEST_P(SparsePrefillGpu, MatchesFloat64ReferenceAndIsDeterministic) {
   EXPECT_TRUE(dev.inputs_unchanged({&out.out, &out.max_logits, &out.lse}));
 }
 
+class SparsePrefillGpu : public ::testing::TestWithParam<SparsePrefillCase> {};
+
+TEST_P(SparsePrefillGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  check_prefill_case(GetParam());
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, SparsePrefillGpu,
                          ::testing::ValuesIn(cases_for_tier(sparse_prefill_cases())), CaseName());
 INSTANTIATE_TEST_SUITE_P(GpuShapes, SparsePrefillGpu,
                          ::testing::ValuesIn(cases_for_tier(gpu_sparse_prefill_cases())),
                          CaseName());
 
+// ---- split over the keys (FLASHMLA_SPARSE_SPLIT) --------------------------------------------
+
+// The split kernel (kernel.cuh's kSplit: a cluster of 2-8 CTAs per work item, folded through
+// distributed shared memory) is opt-in through FLASHMLA_SPARSE_SPLIT; these cases set it for
+// their calls. A forced split larger than an item's key tiles is clamped by the launcher, and
+// items with fewer entries (topk_length, invalid indices) leave some CTAs of a cluster empty.
+// The table rows at 2, 8 and the planner's choice (auto); the quick GPU-sized ones at 8.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const std::string& value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value.c_str(), 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+template <typename Case>
+struct SplitCase {
+  Case c;
+  std::string split;
+  std::string name() const { return c.name() + "_split_" + split; }
+};
+
+template <typename Case>
+std::vector<SplitCase<Case>> with_splits(const std::vector<Case>& cases,
+                                         const std::vector<std::string>& splits) {
+  std::vector<SplitCase<Case>> out;
+  for (const Case& c : cases)
+    for (const std::string& s : splits) out.push_back({c, s});
+  return out;
+}
+
+const std::vector<std::string> kTableSplits = {"2", "8", "auto"};
+const std::vector<std::string> kGpuShapeSplits = {"8"};
+
+class SparseDecodeSplitGpu : public ::testing::TestWithParam<SplitCase<SparseDecodeCase>> {};
+
+TEST_P(SparseDecodeSplitGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv split("FLASHMLA_SPARSE_SPLIT", GetParam().split);
+  check_decode_case(GetParam().c);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SparseDecodeSplitGpu,
+    ::testing::ValuesIn(with_splits(cases_for_tier(sparse_decode_cases()), kTableSplits)),
+    CaseName());
+INSTANTIATE_TEST_SUITE_P(
+    GpuShapes, SparseDecodeSplitGpu,
+    ::testing::ValuesIn(with_splits(cases_for_tier(gpu_sparse_decode_cases(), Tier::kQuick),
+                                    kGpuShapeSplits)),
+    CaseName());
+
+class SparsePrefillSplitGpu : public ::testing::TestWithParam<SplitCase<SparsePrefillCase>> {};
+
+TEST_P(SparsePrefillSplitGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv split("FLASHMLA_SPARSE_SPLIT", GetParam().split);
+  check_prefill_case(GetParam().c);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SparsePrefillSplitGpu,
+    ::testing::ValuesIn(with_splits(cases_for_tier(sparse_prefill_cases()), kTableSplits)),
+    CaseName());
+INSTANTIATE_TEST_SUITE_P(
+    GpuShapes, SparsePrefillSplitGpu,
+    ::testing::ValuesIn(with_splits(cases_for_tier(gpu_sparse_prefill_cases(), Tier::kQuick),
+                                    kGpuShapeSplits)),
+    CaseName());
+
+// A bad FLASHMLA_SPARSE_SPLIT is a clear error naming the variable, not a silent default. The
+// CUDA backend's launcher reads it, so this needs a device too.
+TEST(SparseSplitEnv, BadValueIsAClearError) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const SparseDecodeCase c = cases_for_tier(gpu_sparse_decode_cases(), Tier::kQuick).front();
+  Rng rng(fresh_seed());
+  const SparseDecodeInputs in = make_sparse_decode_inputs(c, rng);
+  const SparseDecodeOutputs out = make_sparse_decode_outputs(c);
+  DeviceMirror dev;
+  const SparseDecodeParams p = sparse_decode_params(c, in, out, dev.view_fn());
+  const ScopedEnv split("FLASHMLA_SPARSE_SPLIT", "3");
+  try {
+    sparse_decode(p);
+    ADD_FAILURE() << "FLASHMLA_SPARSE_SPLIT=3 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("FLASHMLA_SPARSE_SPLIT='3'"), std::string::npos)
+        << e.what();
+  }
+}
+
 // ---- budget ----------------------------------------------------------------------------------
 
-// The quick tier's float64 reference work, the bulk of its run time, stays under 2e10
-// multiply-adds (the table rows and the GPU-sized ones together), so that the quick GPU run takes
-// well under a minute on 16 cores. Runs without a GPU.
+// The quick tier's float64 reference work, the bulk of its run time, stays under 4e10
+// multiply-adds (the table rows and the GPU-sized ones, with the split suites' repeats), so that
+// the quick GPU run takes about a minute on 16 cores. Runs without a GPU.
 TEST(SparseGpuCases, QuickTierFitsReferenceBudget) {
   double decode = 0, prefill = 0;
   for (const auto* cases : {&sparse_decode_cases(), &gpu_sparse_decode_cases()})
@@ -373,7 +483,16 @@ TEST(SparseGpuCases, QuickTierFitsReferenceBudget) {
   for (const auto* cases : {&sparse_prefill_cases(), &gpu_sparse_prefill_cases()})
     for (const SparsePrefillCase& c : cases_for_tier(*cases, Tier::kQuick))
       prefill += reference_work(c);
-  EXPECT_LE(decode + prefill, 2e10) << "quick-tier reference multiply-adds: decode " << decode
+  // The split suites run the table rows three times and the GPU-sized ones once more.
+  for (const SparseDecodeCase& c : cases_for_tier(sparse_decode_cases(), Tier::kQuick))
+    decode += kTableSplits.size() * reference_work(c);
+  for (const SparseDecodeCase& c : cases_for_tier(gpu_sparse_decode_cases(), Tier::kQuick))
+    decode += kGpuShapeSplits.size() * reference_work(c);
+  for (const SparsePrefillCase& c : cases_for_tier(sparse_prefill_cases(), Tier::kQuick))
+    prefill += kTableSplits.size() * reference_work(c);
+  for (const SparsePrefillCase& c : cases_for_tier(gpu_sparse_prefill_cases(), Tier::kQuick))
+    prefill += kGpuShapeSplits.size() * reference_work(c);
+  EXPECT_LE(decode + prefill, 4e10) << "quick-tier reference multiply-adds: decode " << decode
                                     << ", prefill " << prefill << "; move cases to the full tier";
 }
 

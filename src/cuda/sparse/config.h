@@ -31,6 +31,10 @@ inline constexpr int kThreadsPerKeySolo = kThreads / kTokensPerTile;
 inline constexpr int kPairKeys = kTokensPerTile / 2;
 inline constexpr int kThreadsPerKeyPair = kThreads / kPairKeys;
 
+// Split over the keys (small batches, partial last waves): a cluster of up to 8 CTAs (the
+// portable cluster size) shares a work item's key tiles. split_plan.h chooses the size.
+inline constexpr int kMaxSplitLog2 = 3;
+
 // Named barriers (0 is __syncthreads).
 inline constexpr int kBarRowMax = 1;  // both warpgroups published their row maxima
 inline constexpr int kBarP = 2;       // both halves of P are in shared memory

@@ -12,6 +12,10 @@
 // 8-9 % slower than a CTA alone, docs/sparse-design.md): the two CTAs of a token form a cluster;
 // each gathers and dequantizes half of every key tile into both CTAs' shared memory, and a
 // cluster barrier instead of __syncthreads ends each tile.
+// Split (kSplit; opt-in until measured, FLASHMLA_SPARSE_SPLIT): a cluster of 2^split_log2 CTAs
+// shares one work item; each walks a contiguous part of its key tiles, then the partial results
+// (unnormalised O, running max, row sums) fold into rank 0 through distributed shared memory
+// (fold_split), which writes the output. No workspace and no second kernel.
 // Per tile, as in the dense lockstep kernel:
 //   S_w   = Q K[32 w, 32 w + 32)^T          wgmma m64n32k16 x (d_qk / 16), warpgroup w
 //   S    += bias (-inf for invalid keys); row max over both halves (shared memory)
@@ -24,6 +28,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <stdexcept>
@@ -31,11 +36,14 @@
 #include "cuda/common/attn_math.cuh"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/lockstep_tile.cuh"
+#include "cuda/common/per_device_cache.h"
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/common/wgmma_ops.cuh"
+#include "cuda/cuda_backend.h"
 #include "cuda/sparse/config.h"
 #include "cuda/sparse/gather.cuh"
 #include "cuda/sparse/params.h"
+#include "cuda/sparse/split_plan.h"
 
 namespace flashmla::cuda::sparse {
 
@@ -135,12 +143,70 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
   }
 }
 
-template <typename Gather, int kDqk, bool kPair>
+// The split kernel's fold: the partial states (o, m, l) of a cluster's CTAs, each over its own
+// part of one work item's keys, merge into rank 0 in log2(split) rounds. In round d (1, 2, 4),
+// rank r with r % 2d == d stores its state into rank r - d's shared memory (the Q and KV stage
+// region, SmemPlan::kFold*), which folds it into its own: with M = max(m_a, m_b), o = o_a
+// 2^(m_a - M) + o_b 2^(m_b - M), likewise l. Each thread holds the same accumulator elements in
+// every CTA, so a thread folds its peer thread's values only. Every CTA takes part in every
+// cluster barrier; the caller has finished all reads of the Q and KV stages.
+template <int kDqk>
+__device__ __forceinline__ void fold_split(float (&o)[128], float (&m)[2], float (&l)[2],
+                                           uint8_t* smem, uint32_t rank, int split_log2) {
+  using Plan = SmemPlan<kDqk>;
+  const int tid = threadIdx.x;
+  const uint32_t base = sm90::smem_addr(smem);
+  for (int r = 0; r < split_log2; ++r) {
+    const uint32_t d = 1u << r;
+    // The receivers' regions are free: every CTA has left its key loop (round 0) or folded the
+    // previous round's state.
+    sm90::cluster_sync();
+    if ((rank & (2 * d - 1)) == d) {
+      const uint32_t dst = sm90::map_shared_rank(base, rank - d);
+#pragma unroll
+      for (int j = 0; j < 32; ++j)
+        sm90::st_cluster_16(dst + Plan::kFoldO + (j * kThreads + tid) * 16,
+                            make_uint4(__float_as_uint(o[4 * j]), __float_as_uint(o[4 * j + 1]),
+                                       __float_as_uint(o[4 * j + 2]),
+                                       __float_as_uint(o[4 * j + 3])));
+      sm90::st_cluster_16(dst + Plan::kFoldStats + tid * 16,
+                          make_uint4(__float_as_uint(m[0]), __float_as_uint(m[1]),
+                                     __float_as_uint(l[0]), __float_as_uint(l[1])));
+    }
+    sm90::cluster_sync();  // the senders' stores are visible
+    if ((rank & (2 * d - 1)) == 0) {
+      const float4* fold_o = reinterpret_cast<const float4*>(smem + Plan::kFoldO);
+      const float4 st = reinterpret_cast<const float4*>(smem + Plan::kFoldStats)[tid];
+      const float peer_m[2] = {st.x, st.y}, peer_l[2] = {st.z, st.w};
+      float mine[2], theirs[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = fmaxf(m[h], peer_m[h]);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // both empty: scales 0, no NaN
+        mine[h] = fast_exp2(m[h] - m_use);
+        theirs[h] = fast_exp2(peer_m[h] - m_use);
+        m[h] = m_new;
+        l[h] = l[h] * mine[h] + peer_l[h] * theirs[h];
+      }
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        const float4 v = fold_o[j * kThreads + tid];
+        o[4 * j + 0] = o[4 * j + 0] * mine[0] + v.x * theirs[0];
+        o[4 * j + 1] = o[4 * j + 1] * mine[0] + v.y * theirs[0];
+        o[4 * j + 2] = o[4 * j + 2] * mine[1] + v.z * theirs[1];
+        o[4 * j + 3] = o[4 * j + 3] * mine[1] + v.w * theirs[1];
+      }
+    }
+  }
+}
+
+template <typename Gather, int kDqk, bool kPair, bool kSplit = false>
 __global__ void __launch_bounds__(kThreads, 1)
     sparse_kernel(const __grid_constant__ GatherParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   static_assert(Gather::kThreadsPerKey == (kPair ? kThreadsPerKeyPair : kThreadsPerKeySolo),
                 "the gatherer splits keys for the other mode");
+  static_assert(!(kPair && kSplit), "the crossover pair and the split are separate kernels");
   using Plan = SmemPlan<kDqk>;
   constexpr int kQAtoms = Plan::kQAtoms;
   extern __shared__ uint8_t smem_raw[];
@@ -162,8 +228,10 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
   // Block -> (token, kv head, head tile); the head tiles of a token are adjacent blocks, so the
-  // second one's gathers of the same keys tend to hit L2.
-  const uint32_t blk = blockIdx.x;
+  // second one's gathers of the same keys tend to hit L2. Split: a work item's 2^split_log2 CTAs
+  // are adjacent blocks, one cluster (its rank = the block's place in it).
+  const uint32_t blk = kSplit ? blockIdx.x >> p.split_log2 : blockIdx.x;
+  const uint32_t rank = kSplit ? blockIdx.x & ((1u << p.split_log2) - 1u) : 0u;
   const uint32_t tile = blk % static_cast<uint32_t>(p.head_tiles);
   const uint32_t rest = blk / static_cast<uint32_t>(p.head_tiles);
   const int kvh = static_cast<int>(rest % static_cast<uint32_t>(p.h_kv));
@@ -191,6 +259,9 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int32_t* idx_row1 = p.num_scopes > 1 ? scope_row(p.scope[1], &count1) : idx_row0;
   const int tiles0 = (count0 + kTokensPerTile - 1) / kTokensPerTile;
   const int n_tiles = tiles0 + (count1 + kTokensPerTile - 1) / kTokensPerTile;
+  // This CTA's key tiles [t_begin, t_end): all of them, or the split's rank-th contiguous part.
+  const int t_begin = kSplit ? static_cast<int>((n_tiles * rank) >> p.split_log2) : 0;
+  const int t_end = kSplit ? static_cast<int>((n_tiles * (rank + 1)) >> p.split_log2) : n_tiles;
   // The key this thread gathers in every tile: in a crossover pair, head tile r's CTA gathers
   // keys [32 r, 32 r + 32) (the cluster's CTAs are the token's head tiles, rank = tile).
   constexpr int kTpk = Gather::kThreadsPerKey;
@@ -225,15 +296,15 @@ __global__ void __launch_bounds__(kThreads, 1)
                     outer * p.q_stride_outer + inner * p.q_stride_inner + head0 * p.q_stride_head,
                     valid_rows, q_addr);
   typename Gather::Regs regs;
-  int32_t next_idx = n_tiles > 0 ? fetch_index(0) : -1;
-  if (n_tiles > 0) {
-    Gather::begin(scope_of(0), kvh, next_idx, gather_lane, k_addr, bias_smem, regs);
-    next_idx = n_tiles > 1 ? fetch_index(1) : -1;
+  int32_t next_idx = t_end > t_begin ? fetch_index(t_begin) : -1;
+  if (t_end > t_begin) {
+    Gather::begin(scope_of(t_begin), kvh, next_idx, gather_lane, k_addr, bias_smem, regs);
+    next_idx = t_end > t_begin + 1 ? fetch_index(t_begin + 1) : -1;
   }
   // A paired CTA writes into its peer's shared memory only once the peer runs (both CTAs of a
   // token see the same indices, so they agree on n_tiles and on every barrier below).
   if constexpr (kPair) sm90::cluster_sync();
-  if (n_tiles > 0) Gather::finish(k_addr, bias_smem, regs, gather_lane, writer);
+  if (t_end > t_begin) Gather::finish(k_addr, bias_smem, regs, gather_lane, writer);
   sm90::cp_async_commit();
   end_tile();
 
@@ -245,16 +316,16 @@ __global__ void __launch_bounds__(kThreads, 1)
   float m[2] = {-INFINITY, -INFINITY};  // running max, log2 domain
   float l[2] = {0.0f, 0.0f};            // this thread's share of the row sums
 
-  for (int it = 0; it < n_tiles; ++it) {
-    const int stage = it & 1;
+  for (int it = t_begin; it < t_end; ++it) {
+    const int stage = (it - t_begin) & 1;
     const uint32_t stage_addr = k_addr + stage * Plan::kTileBytes;
     const uint32_t next_addr = k_addr + (stage ^ 1) * Plan::kTileBytes;
     float* next_bias = bias_smem + (stage ^ 1) * kTokensPerTile;
     // Tile it + 1's keys in flight (its stage was last read by tile it - 1, finished before the
     // barrier that ended it), tile it + 2's index behind them.
-    if (it + 1 < n_tiles) {
+    if (it + 1 < t_end) {
       Gather::begin(scope_of(it + 1), kvh, next_idx, gather_lane, next_addr, next_bias, regs);
-      next_idx = it + 2 < n_tiles ? fetch_index(it + 2) : -1;
+      next_idx = it + 2 < t_end ? fetch_index(it + 2) : -1;
     }
     sm90::cp_async_commit();
 
@@ -284,11 +355,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     // Tile it + 1's stage completed (FP8: dequantized from the registers) while this tile's
     // P V runs on the tensor cores (it reads the other stage), visible to the tensor cores and
     // to every thread after the barrier.
-    if (it + 1 < n_tiles) Gather::finish(next_addr, next_bias, regs, gather_lane, writer);
+    if (it + 1 < t_end) Gather::finish(next_addr, next_bias, regs, gather_lane, writer);
     lockstep::wait_pv(o);
     end_tile();
   }
 
+  if constexpr (kSplit) {
+    fold_split<kDqk>(o, m, l, smem, rank, p.split_log2);
+    if (rank != 0) return;  // rank 0 holds the item's whole result
+  }
   lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
   __syncthreads();
   write_rows(p, o, m, row_sum_smem, my_row, valid_rows, head0,
@@ -298,36 +373,114 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
-// Launches the kernel over every (query token, kv head, head tile); kPair (exactly two head
-// tiles) in clusters of a token's two CTAs.
-template <typename Gather, int kDqk, bool kPair = false>
-void launch(const GatherParams& p, cudaStream_t stream) {
-  auto* kernel = &sparse_kernel<Gather, kDqk, kPair>;
-  constexpr int kSmem = SmemPlan<kDqk>::kBytes;
+// The launch configuration of every sparse kernel: one CTA per (query token, kv head, head
+// tile), times 2^split_log2 for the split kernel; a cluster of `cluster` CTAs (1: none).
+struct LaunchShape {
+  int64_t blocks;
+  unsigned cluster;
+};
+
+template <typename Kernel>
+cudaLaunchConfig_t launch_config(Kernel kernel, const LaunchShape& shape, int smem_bytes,
+                                 cudaStream_t stream, cudaLaunchAttribute* attr) {
   FLASHMLA_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-  const int64_t blocks = p.num_tokens * p.h_kv * p.head_tiles;
-  if (blocks == 0) return;
-  if constexpr (!kPair) {
-    kernel<<<static_cast<unsigned>(blocks), kThreads, kSmem, stream>>>(p);
-    FLASHMLA_CUDA_CHECK_LAUNCH("sparse attention kernel");
-  } else {
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem_bytes));
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(static_cast<unsigned>(shape.blocks));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem_bytes);
+  cfg.stream = stream;
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = shape.cluster;
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = shape.cluster > 1 ? 1 : 0;
+  return cfg;
+}
+
+// Launches the kernel over every (query token, kv head, head tile); kPair (exactly two head
+// tiles) in clusters of a token's two CTAs, kSplit in clusters of 2^p.split_log2 CTAs per item.
+template <typename Gather, int kDqk, bool kPair = false, bool kSplit = false>
+void launch(const GatherParams& p, cudaStream_t stream) {
+  auto* kernel = &sparse_kernel<Gather, kDqk, kPair, kSplit>;
+  const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
+  if (items == 0) return;
+  LaunchShape shape{items, 1};
+  if constexpr (kPair) {
     if (p.head_tiles != 2)
       throw std::logic_error("sparse crossover kernel launched without two head tiles");
-    cudaLaunchAttribute cluster{};
-    cluster.id = cudaLaunchAttributeClusterDimension;
-    cluster.val.clusterDim.x = 2;
-    cluster.val.clusterDim.y = 1;
-    cluster.val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg{};
-    cfg.gridDim = dim3(static_cast<unsigned>(blocks));
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = kSmem;
-    cfg.stream = stream;
-    cfg.attrs = &cluster;
-    cfg.numAttrs = 1;
-    FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+    shape.cluster = 2;
   }
+  if constexpr (kSplit) {
+    if (p.split_log2 < 1 || p.split_log2 > kMaxSplitLog2)
+      throw std::logic_error("sparse split kernel launched without a split of 2 to 8");
+    shape.blocks = items << p.split_log2;
+    shape.cluster = 1u << p.split_log2;
+  }
+  cudaLaunchAttribute attr{};
+  const cudaLaunchConfig_t cfg =
+      launch_config(kernel, shape, SmemPlan<kDqk>::kBytes, stream, &attr);
+  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+}
+
+// How many clusters of 2^split_log2 CTAs of the split kernel (CTAs of the plain kernel for
+// split_log2 0) the current device runs at once: the driver's occupancy figures, cached per
+// device (stored plus one: the cache takes 0 for "not queried").
+template <typename Gather, int kDqk>
+int resident_clusters(int split_log2) {
+  static PerDeviceCache cache[kMaxSplitLog2 + 1];
+  int device = 0;
+  FLASHMLA_CUDA_CHECK(cudaGetDevice(&device));
+  return cache[split_log2].get(device, [split_log2](int dev) {
+    constexpr int kSmem = SmemPlan<kDqk>::kBytes;
+    int resident = 0;
+    if (split_log2 == 0) {
+      auto* kernel = &sparse_kernel<Gather, kDqk, false, false>;
+      FLASHMLA_CUDA_CHECK(
+          cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+      int per_sm = 0;
+      FLASHMLA_CUDA_CHECK(
+          cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, kSmem));
+      resident = per_sm * device_sm_count(dev);
+    } else {
+      auto* kernel = &sparse_kernel<Gather, kDqk, false, true>;
+      const LaunchShape shape{int64_t{1} << split_log2, 1u << split_log2};
+      cudaLaunchAttribute attr{};
+      cudaLaunchConfig_t cfg = launch_config(kernel, shape, kSmem, nullptr, &attr);
+      // A size the device cannot co-schedule may be refused rather than counted as 0: either
+      // way the planner skips it.
+      if (cudaOccupancyMaxActiveClusters(&resident, kernel, &cfg) != cudaSuccess) {
+        cudaGetLastError();  // leave no error behind for the next check
+        resident = 0;
+      }
+    }
+    return resident + 1;
+  }) - 1;
+}
+
+// Launches the plain kernel or the split one. `split_request`: 1 none, 2 / 4 / 8 that split
+// (fewer when an item has fewer key tiles: every CTA gets at least one), 0 the split
+// choose_split predicts fastest from the device's resident clusters. `tiles` is an item's most
+// key tiles.
+template <typename Gather, int kDqk>
+void launch_split(GatherParams p, int split_request, int tiles, cudaStream_t stream) {
+  const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
+  int split_log2 = 0;
+  if (split_request == 0 && items > 0) {
+    int clusters[kMaxSplitLog2 + 1];
+    for (int s = 0; s <= kMaxSplitLog2; ++s) clusters[s] = resident_clusters<Gather, kDqk>(s);
+    split_log2 = choose_split_log2(items, tiles, clusters);
+  } else {
+    while ((2 << split_log2) <= split_request && split_log2 < kMaxSplitLog2 &&
+           (2 << split_log2) <= tiles)
+      ++split_log2;
+  }
+  // The split grid must fit the launch limit too (set_common checked the plain one).
+  while (split_log2 > 0 && (items << split_log2) > INT_MAX) --split_log2;
+  p.split_log2 = split_log2;
+  if (split_log2 == 0) launch<Gather, kDqk>(p, stream);
+  else launch<Gather, kDqk, false, true>(p, stream);
 }
 
 }  // namespace flashmla::cuda::sparse

@@ -12,4 +12,10 @@ namespace flashmla::cuda::sparse {
 void set_common(const char* op, const TensorView& q, const TensorView& out, int64_t outer,
                 int inner, int h_q, int h_kv, float scale, GatherParams* p);
 
+// The split over the keys asked for by environment variable FLASHMLA_SPARSE_SPLIT (opt-in until
+// the split kernel is measured): unset or 1 none (returns 1), 2 / 4 / 8 that split, auto the
+// one split_plan.h predicts fastest (returns 0). Read per call; any other value throws a
+// value Error naming the variable.
+int split_request_from_env();
+
 }  // namespace flashmla::cuda::sparse

@@ -52,6 +52,9 @@ struct GatherParams {
   int q_vec16;         // q's rows start on 16-byte boundaries: cp.async, else 2-byte loads
   int out_vec16;       // out's rows start on 16-byte boundaries: 16-byte stores
   int out_vec4;        // ... on 4-byte boundaries: 4-byte stores, else 2-byte stores
+  // Split over the keys (the kSplit kernel): a cluster of 2^split_log2 CTAs shares each work
+  // item's key tiles and folds its partial results into rank 0 (kernel.cuh). 0: no split.
+  int split_log2;
 };
 
 // Shared memory, in bytes from a 1024-aligned base (swizzle atoms must be 1024-aligned):
@@ -60,6 +63,9 @@ struct GatherParams {
 //   p      [64 rows][64 keys] bf16         P, one swizzle atom column (A operand of P V)
 //   row_max[2][64], row_sum[2][64] float  per-warpgroup row statistics
 //   bias[s][64] float                      0 for a valid key of stage s, -inf for an invalid one
+// Split kernel: once its CTAs have left the key loop, the Q and KV stage region holds a peer's
+// partial result for the fold: o [32][256 threads] float4 (each thread's 128 accumulators), then
+// stats [256 threads] float4 {m0, m1, l0, l1}.
 template <int kDqk>
 struct SmemPlan {
   static constexpr int kQAtoms = kDqk / kAtomDims;
@@ -72,6 +78,10 @@ struct SmemPlan {
   static constexpr int kBias = kRowSum + kWarpgroups * kRowsPerTile * 4;
   static constexpr int kEnd = kBias + kKvStages * kTokensPerTile * 4;
   static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
+  static constexpr int kFoldO = 0;
+  static constexpr int kFoldStats = kFoldO + kThreads * 128 * 4;
+  static constexpr int kFoldEnd = kFoldStats + kThreads * 16;
+  static_assert(kFoldEnd <= kP, "a peer's partial result must fit in the Q and KV stages");
   static_assert(kDqk % kAtomDims == 0, "d_qk must be whole 64-dim atom columns");
   static_assert(kDqk >= kDimV, "V is the first 512 dims of K");
   static_assert(kBytes <= 227 * 1024, "shared memory plan exceeds the sm_90 per-block limit");

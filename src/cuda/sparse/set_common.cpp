@@ -1,5 +1,6 @@
 // GatherParams fields common to sparse decode and sparse prefill (kernel.h).
 #include <climits>
+#include <cstdlib>
 #include <string>
 
 #include "cuda/common/layout_checks.h"
@@ -27,6 +28,18 @@ void set_common(const char* op, const TensorView& q, const TensorView& out, int6
     throw NotImplementedError(std::string("flashmla::") + op + ": " + std::to_string(blocks) +
                               " CTAs (query tokens x kv heads x 64-head tiles) exceed the CUDA "
                               "kernel's grid limit of " + std::to_string(INT_MAX));
+}
+
+int split_request_from_env() {
+  const char* v = std::getenv("FLASHMLA_SPARSE_SPLIT");
+  if (v == nullptr) return 1;
+  const std::string s(v);
+  if (s.empty() || s == "1") return 1;
+  if (s == "auto") return 0;
+  if (s == "2" || s == "4" || s == "8") return std::stoi(s);
+  throw Error(ErrorKind::kValue, "flashmla: environment variable FLASHMLA_SPARSE_SPLIT='" + s +
+                                     "': expected 1, 2, 4, 8 or auto (the sparse kernels' "
+                                     "split over the keys)");
 }
 
 }  // namespace flashmla::cuda::sparse

@@ -48,13 +48,16 @@ void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb
   sc.kvh_stride = p.kv.stride[1] * 2;
   g.num_scopes = 1;
 
-  // kv rows off 16-byte boundaries (a strided view) take the slow, unpipelined gather.
+  // kv rows off 16-byte boundaries (a strided view) take the slow, unpipelined gather, without
+  // a split.
   const bool aligned = rows_aligned(p.kv, 16);
+  const int split = sparse::split_request_from_env();
+  const int tiles = sparse::key_tiles(pb.topk);
   if (pb.d_qk == 576) {
-    if (aligned) sparse::launch<sparse::Bf16Gather<576, true>, 576>(g, stream);
+    if (aligned) sparse::launch_split<sparse::Bf16Gather<576, true>, 576>(g, split, tiles, stream);
     else sparse::launch<sparse::Bf16Gather<576, false>, 576>(g, stream);
   } else {
-    if (aligned) sparse::launch<sparse::Bf16Gather<512, true>, 512>(g, stream);
+    if (aligned) sparse::launch_split<sparse::Bf16Gather<512, true>, 512>(g, split, tiles, stream);
     else sparse::launch<sparse::Bf16Gather<512, false>, 512>(g, stream);
   }
 }
