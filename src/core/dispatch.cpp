@@ -169,7 +169,8 @@ std::string describe_backends() {
        " threads; dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, mha_varlen_fwd, "
        "kv_quantize, kv_dequantize\n";
 #if FLASHMLA_WITH_CUDA
-  s += "  cuda (sm_90a kernels): dense_decode, kv_quantize, kv_dequantize\n";
+  s += "  cuda (sm_90a kernels): dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, "
+       "kv_quantize, kv_dequantize\n";
   s += "  cuda devices: " + cuda::describe_devices() + "\n";
 #else
   s += "  cuda: not built (no nvcc at build time)\n";
