@@ -143,6 +143,72 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
   }
 }
 
+// One work item: (query token, kv head, tile of <= 64 query heads) and the selected keys it
+// attends to, each scope's row of indices and the entries that count (scalars, not arrays: a
+// runtime-indexed array would live in local memory). Resolved alike by every kernel and role.
+struct WorkItem {
+  int64_t outer, inner;  // the query token = outer * inner_count + inner
+  int kvh, tile;
+  int row_base, valid_rows, head0;
+  const int32_t* idx_row0;
+  const int32_t* idx_row1;
+  int count0, count1;
+  int tiles0, n_tiles;   // key tiles of the main scope, of both
+
+  // Block -> item; the head tiles of a token are adjacent blocks, so the second one's gathers of
+  // the same keys tend to hit L2.
+  __device__ __forceinline__ WorkItem(const GatherParams& p, uint32_t blk) {
+    tile = static_cast<int>(blk % static_cast<uint32_t>(p.head_tiles));
+    const uint32_t rest = blk / static_cast<uint32_t>(p.head_tiles);
+    kvh = static_cast<int>(rest % static_cast<uint32_t>(p.h_kv));
+    const uint32_t token = rest / static_cast<uint32_t>(p.h_kv);
+    outer = p.inner_div.div(token);
+    inner = token - outer * p.inner;
+    row_base = tile * kRowsPerTile;
+    valid_rows = min(kRowsPerTile, p.group - row_base);
+    head0 = kvh * p.group + row_base;
+    count0 = count1 = 0;
+    idx_row0 = scope_row(p.scope[0], &count0);
+    idx_row1 = p.num_scopes > 1 ? scope_row(p.scope[1], &count1) : idx_row0;
+    tiles0 = (count0 + kTokensPerTile - 1) / kTokensPerTile;
+    n_tiles = tiles0 + (count1 + kTokensPerTile - 1) / kTokensPerTile;
+  }
+
+  __device__ __forceinline__ const int32_t* scope_row(const Scope& sc, int* count) const {
+    int n = sc.topk;
+    if (sc.topk_length != nullptr) {
+      const int len = __ldg(sc.topk_length + outer * sc.topk_length_stride);
+      n = len < 0 ? 0 : (len < n ? len : n);  // device lengths are not checked on the host
+    }
+    *count = n;
+    return sc.indices + outer * sc.idx_stride_outer + inner * sc.idx_stride_inner +
+           kvh * sc.idx_stride_kvh;
+  }
+  // Entry `key` of key tile `it`: its index, -1 past the scope's count.
+  __device__ __forceinline__ int32_t index(int it, int key) const {
+    const bool first = it < tiles0;
+    const int e = (first ? it : it - tiles0) * kTokensPerTile + key;
+    return e < (first ? count0 : count1) ? __ldg((first ? idx_row0 : idx_row1) + e) : -1;
+  }
+  __device__ __forceinline__ const Scope& scope(const GatherParams& p, int it) const {
+    return it < tiles0 ? p.scope[0] : p.scope[1];
+  }
+  __device__ __forceinline__ int64_t q_offset(const GatherParams& p) const {
+    return outer * p.q_stride_outer + inner * p.q_stride_inner + head0 * p.q_stride_head;
+  }
+};
+
+// write_rows for a work item's rows and outputs.
+__device__ __forceinline__ void write_item_rows(const GatherParams& p, const WorkItem& item,
+                                                const float (&o)[128], const float (&m)[2],
+                                                const float* row_sum_smem,
+                                                const int (&my_row)[2], int wg, int quad_col) {
+  write_rows(p, o, m, row_sum_smem, my_row, item.valid_rows, item.head0,
+             item.outer * p.out_stride_outer + item.inner * p.out_stride_inner,
+             item.outer * p.lse_stride_outer + item.inner * p.lse_stride_inner,
+             item.outer * p.ml_stride_outer + item.inner * p.ml_stride_inner, wg, quad_col);
+}
+
 // The split kernel's fold: the partial states (o, m, l) of a cluster's CTAs, each over its own
 // part of one work item's keys, merge into rank 0 in log2(split) rounds. In round d (1, 2, 4),
 // rank r with r % 2d == d stores its state into rank r - d's shared memory (the Q and KV stage
@@ -227,49 +293,23 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int quad_col = lane % 4;            //   columns 8 j + 2 t + {0, 1}
   const int my_row[2] = {16 * warp + quad_row, 16 * warp + quad_row + 8};
 
-  // Block -> (token, kv head, head tile); the head tiles of a token are adjacent blocks, so the
-  // second one's gathers of the same keys tend to hit L2. Split: a work item's 2^split_log2 CTAs
-  // are adjacent blocks, one cluster (its rank = the block's place in it).
+  // Split: a work item's 2^split_log2 CTAs are adjacent blocks, one cluster (its rank = the
+  // block's place in it).
   const uint32_t blk = kSplit ? blockIdx.x >> p.split_log2 : blockIdx.x;
   const uint32_t rank = kSplit ? blockIdx.x & ((1u << p.split_log2) - 1u) : 0u;
-  const uint32_t tile = blk % static_cast<uint32_t>(p.head_tiles);
-  const uint32_t rest = blk / static_cast<uint32_t>(p.head_tiles);
-  const int kvh = static_cast<int>(rest % static_cast<uint32_t>(p.h_kv));
-  const uint32_t token = rest / static_cast<uint32_t>(p.h_kv);
-  const int64_t outer = p.inner_div.div(token);
-  const int64_t inner = token - outer * p.inner;
-  const int row_base = static_cast<int>(tile) * kRowsPerTile;
-  const int valid_rows = min(kRowsPerTile, p.group - row_base);
-  const int head0 = kvh * p.group + row_base;
-
-  // Each scope's row of indices for this (token, kv head) and the entries that count (scalars,
-  // not arrays: a runtime-indexed array would live in local memory).
-  auto scope_row = [&](const Scope& sc, int* count) -> const int32_t* {
-    int n = sc.topk;
-    if (sc.topk_length != nullptr) {
-      const int len = __ldg(sc.topk_length + outer * sc.topk_length_stride);
-      n = len < 0 ? 0 : (len < n ? len : n);  // device lengths are not checked on the host
-    }
-    *count = n;
-    return sc.indices + outer * sc.idx_stride_outer + inner * sc.idx_stride_inner +
-           kvh * sc.idx_stride_kvh;
-  };
-  int count0 = 0, count1 = 0;
-  const int32_t* idx_row0 = scope_row(p.scope[0], &count0);
-  const int32_t* idx_row1 = p.num_scopes > 1 ? scope_row(p.scope[1], &count1) : idx_row0;
-  const int tiles0 = (count0 + kTokensPerTile - 1) / kTokensPerTile;
-  const int n_tiles = tiles0 + (count1 + kTokensPerTile - 1) / kTokensPerTile;
+  const WorkItem item(p, blk);
+  const int tile = item.tile, kvh = item.kvh, valid_rows = item.valid_rows;
+  const int n_tiles = item.n_tiles;
   // This CTA's key tiles [t_begin, t_end): all of them, or the split's rank-th contiguous part.
   const int t_begin = kSplit ? static_cast<int>((n_tiles * rank) >> p.split_log2) : 0;
   const int t_end = kSplit ? static_cast<int>((n_tiles * (rank + 1)) >> p.split_log2) : n_tiles;
   // The key this thread gathers in every tile: in a crossover pair, head tile r's CTA gathers
   // keys [32 r, 32 r + 32) (the cluster's CTAs are the token's head tiles, rank = tile).
   constexpr int kTpk = Gather::kThreadsPerKey;
-  const KeyLane gather_lane{(kPair ? static_cast<int>(tile) * kPairKeys : 0) + tid / kTpk,
-                            tid % kTpk};
+  const KeyLane gather_lane{(kPair ? tile * kPairKeys : 0) + tid / kTpk, tid % kTpk};
   StageWriter<kPair> writer{0};
   if constexpr (kPair)
-    writer.peer_delta = sm90::map_shared_rank(sm90::smem_addr(smem), tile ^ 1u) -
+    writer.peer_delta = sm90::map_shared_rank(sm90::smem_addr(smem), tile ^ 1) -
                         sm90::smem_addr(smem);
   // Ends a tile: this CTA's (and, paired, the peer's) stage writes visible to both warpgroups
   // and to the tensor cores.
@@ -283,18 +323,11 @@ __global__ void __launch_bounds__(kThreads, 1)
       __syncthreads();
     }
   };
-  // This thread's entry of tile `it`: its index, -1 past the scope's count.
-  const int my_key = gather_lane.key;
-  auto fetch_index = [&](int it) -> int32_t {
-    const bool first = it < tiles0;
-    const int e = (first ? it : it - tiles0) * kTokensPerTile + my_key;
-    return e < (first ? count0 : count1) ? __ldg((first ? idx_row0 : idx_row1) + e) : -1;
-  };
-  auto scope_of = [&](int it) -> const Scope& { return it < tiles0 ? p.scope[0] : p.scope[1]; };
+  // This thread's entry of tile `it`.
+  auto fetch_index = [&](int it) -> int32_t { return item.index(it, gather_lane.key); };
+  auto scope_of = [&](int it) -> const Scope& { return item.scope(p, it); };
 
-  load_q_tile<kDqk>(p,
-                    outer * p.q_stride_outer + inner * p.q_stride_inner + head0 * p.q_stride_head,
-                    valid_rows, q_addr);
+  load_q_tile<kDqk>(p, item.q_offset(p), valid_rows, q_addr);
   typename Gather::Regs regs;
   int32_t next_idx = t_end > t_begin ? fetch_index(t_begin) : -1;
   if (t_end > t_begin) {
@@ -366,10 +399,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
   __syncthreads();
-  write_rows(p, o, m, row_sum_smem, my_row, valid_rows, head0,
-             outer * p.out_stride_outer + inner * p.out_stride_inner,
-             outer * p.lse_stride_outer + inner * p.lse_stride_inner,
-             outer * p.ml_stride_outer + inner * p.ml_stride_inner, wg, quad_col);
+  write_item_rows(p, item, o, m, row_sum_smem, my_row, wg, quad_col);
 #endif
 }
 
