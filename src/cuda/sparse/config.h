@@ -35,9 +35,27 @@ inline constexpr int kThreadsPerKeyPair = kThreads / kPairKeys;
 // portable cluster size) shares a work item's key tiles. split_plan.h chooses the size.
 inline constexpr int kMaxSplitLog2 = 3;
 
+// Producer kernel (sparse decode, opt-in until measured: FLASHMLA_SPARSE_PRODUCER=1): a third
+// warpgroup gathers and dequantizes every key tile into the stage the consumers do not read,
+// in passes of 32 keys (4 threads a key, as the CTA alone gathers), so the two consumer
+// warpgroups run only the tensor and softmax work. setmaxnreg hands registers from the producer
+// to the consumers: the CTA launches with 384 x 168 (the register file rounded down to a
+// multiple of 8 per thread) and must redistribute exactly that.
+inline constexpr int kProducerThreads = 128;
+inline constexpr int kThreadsWithProducer = kThreads + kProducerThreads;
+inline constexpr int kProducerKeysPerPass = kProducerThreads / kThreadsPerKeySolo;  // 32
+inline constexpr int kProducerPasses = kTokensPerTile / kProducerKeysPerPass;       // 2
+inline constexpr int kLaunchRegsWithProducer = 168;
+inline constexpr int kConsumerRegs = 208;
+inline constexpr int kProducerRegs = 88;
+static_assert(kThreads * kConsumerRegs + kProducerThreads * kProducerRegs ==
+                  kThreadsWithProducer * kLaunchRegsWithProducer,
+              "setmaxnreg must redistribute exactly the CTA's launch registers");
+
 // Named barriers (0 is __syncthreads).
 inline constexpr int kBarRowMax = 1;  // both warpgroups published their row maxima
 inline constexpr int kBarP = 2;       // both halves of P are in shared memory
+inline constexpr int kBarConsumers = 3;  // producer kernel: the two consumer warpgroups
 
 inline constexpr float kLog2e = 1.4426950408889634f;
 inline constexpr float kLn2 = 0.6931471805599453f;

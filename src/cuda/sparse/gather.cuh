@@ -181,6 +181,18 @@ struct V32Gather {
     }
   }
 
+  // Brings a key's 656 bytes (up to seven 128-byte lines) into L2 ahead of begin(): part j of 4
+  // prefetches lines j and j + 4 from the token's start, part 2 its last byte's line too.
+  __device__ __forceinline__ static void prefetch(const Scope& sc, int32_t idx, KeyLane lane) {
+    static_assert(kTpk == 4, "written for four lanes a key");
+    if (!index_valid(sc, idx)) return;
+    uint32_t offset;
+    const uint8_t* tok = fp8_block(sc, idx, &offset) + offset * v32::kBytesPerToken;
+    sm90::prefetch_l2(tok + 128 * lane.part);
+    if (lane.part < 2) sm90::prefetch_l2(tok + 128 * (lane.part + 4));
+    if (lane.part == 2) sm90::prefetch_l2(tok + v32::kBytesPerToken - 1);
+  }
+
   template <class Writer>
   __device__ __forceinline__ static void finish(uint32_t stage, float* bias, const Regs& r,
                                                 KeyLane lane, const Writer& w) {
@@ -236,6 +248,21 @@ struct Model1Gather {
       r.scales = __ldg(reinterpret_cast<const uint2*>(
           block + model1::token_scale_offset(sc.page, offset)));
     }
+  }
+
+  // Brings a key's 576 data bytes (up to six 128-byte lines) and its scale bytes into L2 ahead
+  // of begin(): part j of 4 prefetches data lines j and (part 0) 4, part 3 the last data byte's
+  // line, part 1 the scales'.
+  __device__ __forceinline__ static void prefetch(const Scope& sc, int32_t idx, KeyLane lane) {
+    static_assert(kTpk == 4, "written for four lanes a key");
+    if (!index_valid(sc, idx)) return;
+    uint32_t offset;
+    const uint8_t* block = fp8_block(sc, idx, &offset);
+    const uint8_t* tok = block + model1::token_data_offset(offset);
+    sm90::prefetch_l2(tok + 128 * lane.part);
+    if (lane.part == 0) sm90::prefetch_l2(tok + 512);
+    if (lane.part == 3) sm90::prefetch_l2(tok + model1::kTokenDataBytes - 1);
+    if (lane.part == 1) sm90::prefetch_l2(block + model1::token_scale_offset(sc.page, offset));
   }
 
   template <class Writer>

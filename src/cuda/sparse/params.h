@@ -63,6 +63,7 @@ struct GatherParams {
 //   p      [64 rows][64 keys] bf16         P, one swizzle atom column (A operand of P V)
 //   row_max[2][64], row_sum[2][64] float  per-warpgroup row statistics
 //   bias[s][64] float                      0 for a valid key of stage s, -inf for an invalid one
+//   full[s], empty[s] (producer kernel)    mbarriers of stage s
 // Split kernel: once its CTAs have left the key loop, the Q and KV stage region holds a peer's
 // partial result for the fold: o [32][256 threads] float4 (each thread's 128 accumulators), then
 // stats [256 threads] float4 {m0, m1, l0, l1}.
@@ -78,6 +79,12 @@ struct SmemPlan {
   static constexpr int kBias = kRowSum + kWarpgroups * kRowsPerTile * 4;
   static constexpr int kEnd = kBias + kKvStages * kTokensPerTile * 4;
   static constexpr int kBytes = kEnd + 1024;  // slack to align the dynamic base to 1024
+  // Producer kernel: the stages' "full" (producer -> consumers) and "empty" (consumers ->
+  // producer) mbarriers after the rest.
+  static constexpr int kFull = kEnd;
+  static constexpr int kEmpty = kFull + kKvStages * 8;
+  static constexpr int kBytesWithProducer = kEmpty + kKvStages * 8 + 1024;
+  static_assert(kBytesWithProducer <= 227 * 1024, "the producer kernel's plan exceeds 227 KB");
   static constexpr int kFoldO = 0;
   static constexpr int kFoldStats = kFoldO + kThreads * 128 * 4;
   static constexpr int kFoldEnd = kFoldStats + kThreads * 16;

@@ -10,6 +10,7 @@
 #include "cuda/common/device_guard.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
+#include "cuda/sparse/kernel_producer.cuh"
 #include "cuda/sparse/kernel.h"
 
 namespace flashmla::cuda {
@@ -18,7 +19,8 @@ namespace {
 // True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
 // FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing;
 // FLASHMLA_SPARSE_PAIR = 1: the crossover pair for two head tiles (kernel.cuh; measured slower
-// than a CTA alone, session 28), for A/B timing. FLASHMLA_SPARSE_SPLIT: kernel.h.
+// than a CTA alone, session 28), for A/B timing; FLASHMLA_SPARSE_PRODUCER = 1: the producer
+// kernel (kernel_producer.cuh), opt-in until measured. FLASHMLA_SPARSE_SPLIT: kernel.h.
 bool env_is(const char* name, const char* value) {
   const char* v = std::getenv(name);
   return v != nullptr && std::string(v) == value;
@@ -45,14 +47,18 @@ sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,
   return sc;
 }
 
-// The FP8 gatherer G's kernel for the dequantization way, the pairing and the split chosen
-// (the split and the pair are separate kernels: with both asked for, the split wins).
+// The FP8 gatherer G's kernel for the dequantization way and the kernel chosen: the producer
+// kernel, the crossover pair, or the plain kernel with the split chosen (separate kernels: with
+// several asked for, the split wins, then the producer).
 template <template <sparse::Dequant, int> class G, int kDqk>
-void launch_fp8(const sparse::GatherParams& g, bool bits, bool pair, int split_request,
-                int tiles, cudaStream_t stream) {
+void launch_fp8(const sparse::GatherParams& g, bool bits, bool pair, bool producer,
+                int split_request, int tiles, cudaStream_t stream) {
   using sparse::Dequant;
   constexpr int kSolo = sparse::kThreadsPerKeySolo, kPair = sparse::kThreadsPerKeyPair;
-  if (pair && split_request == 1) {
+  if (producer && split_request == 1) {
+    if (bits) sparse::launch_producer<G<Dequant::kBits, kSolo>, kDqk>(g, stream);
+    else sparse::launch_producer<G<Dequant::kCvt, kSolo>, kDqk>(g, stream);
+  } else if (pair && split_request == 1) {
     if (bits) sparse::launch<G<Dequant::kBits, kPair>, kDqk, true>(g, stream);
     else sparse::launch<G<Dequant::kCvt, kPair>, kDqk, true>(g, stream);
   } else {
@@ -96,11 +102,12 @@ void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, S
 
   const bool bits = env_is("FLASHMLA_SPARSE_DEQUANT", "bits");
   const bool pair = g.head_tiles == 2 && env_is("FLASHMLA_SPARSE_PAIR", "1");
+  const bool producer = env_is("FLASHMLA_SPARSE_PRODUCER", "1");
   const int split = sparse::split_request_from_env();
   const int tiles = sparse::key_tiles(pb.topk) + (pb.has_extra ? sparse::key_tiles(pb.extra_topk) : 0);
   if (pb.layout == KVCacheLayout::kV32)
-    launch_fp8<sparse::V32Gather, 576>(g, bits, pair, split, tiles, stream);
-  else launch_fp8<sparse::Model1Gather, 512>(g, bits, pair, split, tiles, stream);
+    launch_fp8<sparse::V32Gather, 576>(g, bits, pair, producer, split, tiles, stream);
+  else launch_fp8<sparse::Model1Gather, 512>(g, bits, pair, producer, split, tiles, stream);
 }
 
 }  // namespace flashmla::cuda
