@@ -120,6 +120,78 @@ std::vector<Row> bench_cpu_codec(KVCacheLayout layout, int64_t num_blocks, int i
           {"cpu kv_dequantize", shape, td, 0, traffic / td * 1e-3}};
 }
 
+// `topk` distinct random slots in [0, slots) for each of `rows` query rows.
+std::vector<int32_t> random_indices(int64_t rows, int topk, int64_t slots, std::mt19937_64& rng) {
+  std::vector<int32_t> all(static_cast<size_t>(slots));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<int32_t>(i);
+  std::vector<int32_t> idx;
+  idx.reserve(static_cast<size_t>(rows) * topk);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::shuffle(all.begin(), all.end(), rng);
+    idx.insert(idx.end(), all.begin(), all.begin() + topk);
+  }
+  return idx;
+}
+
+// Sparse decode on the CPU over a V3.2 cache of s_k tokens a request (page 64).
+Row bench_cpu_sparse_decode(int64_t b, int s_q, int h_q, int topk, int s_k, int iters,
+                            std::mt19937_64& rng) {
+  const int d_qk = 576, d_v = 512, page = 64, bytes = v32::kBytesPerToken;
+  const int64_t num_blocks = b * ((s_k + page - 1) / page);
+  auto k = random_bf16(static_cast<size_t>(num_blocks) * page * d_qk, rng);
+  std::vector<uint8_t> cache(static_cast<size_t>(num_blocks) * page * bytes);
+  KVQuantizeParams qp;
+  qp.layout = KVCacheLayout::kV32;
+  qp.k_cache = TensorView::contiguous(k.data(), DType::kBFloat16, kCPU, {num_blocks, page, 1, d_qk});
+  qp.quant_cache =
+      TensorView::contiguous(cache.data(), DType::kUInt8, kCPU, {num_blocks, page, 1, bytes});
+  kv_quantize(qp);
+  auto q = random_bf16(static_cast<size_t>(b) * s_q * h_q * d_qk, rng);
+  // Request r's queries select among its own s_k tokens (blocks r * s_k / page onward).
+  std::vector<int32_t> idx = random_indices(b * s_q, topk, s_k, rng);
+  for (int64_t r = 0; r < b; ++r)
+    for (int64_t e = 0; e < int64_t{s_q} * topk; ++e)
+      idx[static_cast<size_t>(r * s_q * topk + e)] += static_cast<int32_t>(r * num_blocks / b * page);
+  std::vector<uint16_t> out(static_cast<size_t>(b) * s_q * h_q * d_v);
+  std::vector<float> lse(static_cast<size_t>(b) * h_q * s_q);
+  SparseDecodeParams p;
+  p.q = TensorView::contiguous(q.data(), DType::kBFloat16, kCPU, {b, s_q, h_q, d_qk});
+  p.k_cache = qp.quant_cache;
+  p.indices = TensorView::contiguous(idx.data(), DType::kInt32, kCPU, {b, s_q, topk});
+  p.out = TensorView::contiguous(out.data(), DType::kBFloat16, kCPU, {b, s_q, h_q, d_v});
+  p.lse = TensorView::contiguous(lse.data(), DType::kFloat32, kCPU, {b, h_q, s_q});
+  const double us = time_median_us(iters, [&] { sparse_decode(p); });
+  const double flops = 2.0 * h_q * s_q * double(b) * topk * (d_qk + d_v);
+  char shape[128];
+  std::snprintf(shape, sizeof shape, "V3.2 b=%lld s_q=%d h_q=%d topk=%d", (long long)b, s_q, h_q,
+                topk);
+  return {"cpu sparse_decode", shape, us, flops / us * 1e-6, 0};
+}
+
+// Sparse prefill on the CPU: s_q query rows over s_kv bf16 rows, h_kv 1, d_qk 576.
+Row bench_cpu_sparse_prefill(int s_q, int h_q, int topk, int s_kv, int iters,
+                             std::mt19937_64& rng) {
+  const int d_qk = 576, d_v = 512;
+  auto q = random_bf16(static_cast<size_t>(s_q) * h_q * d_qk, rng);
+  auto kv = random_bf16(static_cast<size_t>(s_kv) * d_qk, rng);
+  std::vector<int32_t> idx = random_indices(s_q, topk, s_kv, rng);
+  std::vector<uint16_t> out(static_cast<size_t>(s_q) * h_q * d_v);
+  std::vector<float> lse(static_cast<size_t>(s_q) * h_q), ml(lse.size());
+  SparsePrefillParams p;
+  p.q = TensorView::contiguous(q.data(), DType::kBFloat16, kCPU, {s_q, h_q, d_qk});
+  p.kv = TensorView::contiguous(kv.data(), DType::kBFloat16, kCPU, {s_kv, 1, d_qk});
+  p.indices = TensorView::contiguous(idx.data(), DType::kInt32, kCPU, {s_q, 1, topk});
+  p.sm_scale = 1.0f / std::sqrt(float(d_qk));
+  p.out = TensorView::contiguous(out.data(), DType::kBFloat16, kCPU, {s_q, h_q, d_v});
+  p.max_logits = TensorView::contiguous(ml.data(), DType::kFloat32, kCPU, {s_q, h_q});
+  p.lse = TensorView::contiguous(lse.data(), DType::kFloat32, kCPU, {s_q, h_q});
+  const double us = time_median_us(iters, [&] { sparse_prefill(p); });
+  const double flops = 2.0 * h_q * double(s_q) * topk * (d_qk + d_v);
+  char shape[128];
+  std::snprintf(shape, sizeof shape, "s_q=%d h_q=%d topk=%d s_kv=%d", s_q, h_q, topk, s_kv);
+  return {"cpu sparse_prefill", shape, us, flops / us * 1e-6, 0};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +221,8 @@ int main(int argc, char** argv) {
     rows.push_back(bench_cpu_dense(1, 1, 128, 4096, iters, rng));
     rows.push_back(bench_cpu_dense(1, 2, 128, 4096, iters, rng));
     rows.push_back(bench_cpu_dense(8, 1, 16, 1024, iters, rng));
+    rows.push_back(bench_cpu_sparse_decode(1, 1, 128, 2048, 8192, iters, rng));
+    rows.push_back(bench_cpu_sparse_prefill(4, 128, 2048, 8192, iters, rng));
     for (KVCacheLayout l : {KVCacheLayout::kV32, KVCacheLayout::kModel1})
       for (auto& r : bench_cpu_codec(l, 256, iters, rng)) rows.push_back(r);
     std::printf("%-22s %-34s %12s %9s %9s\n", "op", "shape", "us", "TFLOPS", "GB/s");
