@@ -26,6 +26,12 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+// One arrival on mbarrier `bar` once every cp.async this thread issued before has completed
+// (.noinc: the arrival is part of the barrier's initial count, not added to it).
+__device__ __forceinline__ void cp_async_mbarrier_arrive_noinc(uint32_t bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
 // Orders this thread's generic-proxy shared-memory writes (st.shared, cp.async) before later
 // async-proxy reads (wgmma operands). Needed in each writing thread before the barrier.
 __device__ __forceinline__ void fence_proxy_async() {

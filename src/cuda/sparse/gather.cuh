@@ -187,7 +187,8 @@ struct V32Gather {
     static_assert(kTpk == 4, "written for four lanes a key");
     if (!index_valid(sc, idx)) return;
     uint32_t offset;
-    const uint8_t* tok = fp8_block(sc, idx, &offset) + offset * v32::kBytesPerToken;
+    const uint8_t* block = fp8_block(sc, idx, &offset);
+    const uint8_t* tok = block + offset * v32::kBytesPerToken;
     sm90::prefetch_l2(tok + 128 * lane.part);
     if (lane.part < 2) sm90::prefetch_l2(tok + 128 * (lane.part + 4));
     if (lane.part == 2) sm90::prefetch_l2(tok + v32::kBytesPerToken - 1);

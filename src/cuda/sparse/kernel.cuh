@@ -84,11 +84,14 @@ __device__ __forceinline__ void load_q_tile(const GatherParams& p, int64_t q_off
   }
 }
 
-// The epilogue: out / lse / max_logits of this thread's two rows (see the file header). In the
-// accumulator layout a lane holds 2 columns of each 8-column group of its row; with 16-byte
-// aligned out rows the quad exchanges values so that each lane stores 16 contiguous bytes.
+// The epilogue: out / lse / max_logits of this thread's two rows (see the file header), with m
+// the max the exponents were taken against and max_log2 the row max to report (both log2
+// domain; the same but in the seesaw kernel, whose running max is lazy). In the accumulator
+// layout a lane holds 2 columns of each 8-column group of its row; with 16-byte aligned out rows
+// the quad exchanges values so that each lane stores 16 contiguous bytes.
 __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&o)[128],
-                                           const float (&m)[2], const float* row_sum_smem,
+                                           const float (&m)[2], const float (&max_log2)[2],
+                                           const float* row_sum_smem,
                                            const int (&my_row)[2], int valid_rows, int head0,
                                            int64_t out_offset, int64_t lse_offset,
                                            int64_t ml_offset, int wg, int quad_col) {
@@ -138,7 +141,8 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
     if (row < valid_rows && stat_lane) {
       p.lse[lse_offset + head * p.lse_stride_head] = lse;
       if (p.max_logits != nullptr)
-        p.max_logits[ml_offset + head * p.ml_stride_head] = empty ? -INFINITY : m[h] * kLn2;
+        p.max_logits[ml_offset + head * p.ml_stride_head] =
+            empty ? -INFINITY : max_log2[h] * kLn2;
     }
   }
 }
@@ -201,9 +205,10 @@ struct WorkItem {
 // write_rows for a work item's rows and outputs.
 __device__ __forceinline__ void write_item_rows(const GatherParams& p, const WorkItem& item,
                                                 const float (&o)[128], const float (&m)[2],
+                                                const float (&max_log2)[2],
                                                 const float* row_sum_smem,
                                                 const int (&my_row)[2], int wg, int quad_col) {
-  write_rows(p, o, m, row_sum_smem, my_row, item.valid_rows, item.head0,
+  write_rows(p, o, m, max_log2, row_sum_smem, my_row, item.valid_rows, item.head0,
              item.outer * p.out_stride_outer + item.inner * p.out_stride_inner,
              item.outer * p.lse_stride_outer + item.inner * p.lse_stride_inner,
              item.outer * p.ml_stride_outer + item.inner * p.ml_stride_inner, wg, quad_col);
@@ -399,7 +404,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
   __syncthreads();
-  write_item_rows(p, item, o, m, row_sum_smem, my_row, wg, quad_col);
+  write_item_rows(p, item, o, m, m, row_sum_smem, my_row, wg, quad_col);
 #endif
 }
 

@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kThreadsWithProducer, 1)
 
   lockstep::publish_row_sums(l, row_sum_smem, wg, quad_col, my_row);
   sm90::named_barrier_sync(kBarConsumers, kThreads);
-  write_item_rows(p, item, o, m, row_sum_smem, my_row, wg, quad_col);
+  write_item_rows(p, item, o, m, m, row_sum_smem, my_row, wg, quad_col);
 #endif
 }
 

@@ -55,6 +55,9 @@ struct GatherParams {
   // Split over the keys (the kSplit kernel): a cluster of 2^split_log2 CTAs shares each work
   // item's key tiles and folds its partial results into rank 0 (kernel.cuh). 0: no split.
   int split_log2;
+  // Seesaw kernel: bar.sync on both sides of each warpgroup hand-off instead of bar.arrive on
+  // one (for compute-sanitizer racecheck, as the dense pair kernel's switch).
+  int sync_handoffs;
 };
 
 // Shared memory, in bytes from a 1024-aligned base (swizzle atoms must be 1024-aligned):

@@ -4,13 +4,26 @@
 // boundaries take slower load paths instead of an error.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "cuda/common/device_guard.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
+#include "cuda/sparse/kernel_seesaw.cuh"
 #include "cuda/sparse/kernel.h"
 
 namespace flashmla::cuda {
+namespace {
+
+// True when environment variable `name` is exactly "1" (A/B switches, read per call).
+bool env_set(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && std::string(v) == "1";
+}
+
+}  // namespace
 
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream) {
   const DeviceGuard guard(p.q.device.index);
@@ -49,10 +62,18 @@ void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb
   g.num_scopes = 1;
 
   // kv rows off 16-byte boundaries (a strided view) take the slow, unpipelined gather, without
-  // a split.
+  // a split. FLASHMLA_SPARSE_SEESAW=1 (opt-in until measured): the seesaw kernel for aligned
+  // rows (kernel_seesaw.cuh); FLASHMLA_SPARSE_SYNC_HANDOFFS=1 makes its hand-offs bar.sync on
+  // both sides (for racecheck).
   const bool aligned = rows_aligned(p.kv, 16);
   const int split = sparse::split_request_from_env();
   const int tiles = sparse::key_tiles(pb.topk);
+  if (aligned && env_set("FLASHMLA_SPARSE_SEESAW")) {
+    g.sync_handoffs = env_set("FLASHMLA_SPARSE_SYNC_HANDOFFS") ? 1 : 0;
+    if (pb.d_qk == 576) sparse::launch_seesaw<576>(g, stream);
+    else sparse::launch_seesaw<512>(g, stream);
+    return;
+  }
   if (pb.d_qk == 576) {
     if (aligned) sparse::launch_split<sparse::Bf16Gather<576, true>, 576>(g, split, tiles, stream);
     else sparse::launch<sparse::Bf16Gather<576, false>, 576>(g, stream);
