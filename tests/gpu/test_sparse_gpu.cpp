@@ -17,7 +17,7 @@
 // page sizes 1, 2, 61, 64 and 576, head counts and topk that are not multiples of 64, extra
 // scopes, two kv heads, s_q up to 256. The variant suites rerun cases with the opt-in kernels'
 // switches set (the split over the keys, the producer kernel). The quick tier keeps the float64 reference (the bulk of the run time)
-// under 5.5e10 multiply-adds in all (SparseGpuCases.QuickTierFitsReferenceBudget);
+// under 6e10 multiply-adds in all (SparseGpuCases.QuickTierFitsReferenceBudget);
 // FLASHMLA_TEST_TIER=full adds the large shapes. Skips when no CUDA device is usable.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
@@ -379,7 +379,8 @@ INSTANTIATE_TEST_SUITE_P(GpuShapes, SparsePrefillGpu,
 // is clamped, and items with fewer entries leave some CTAs of a cluster empty) and the producer
 // kernel (FLASHMLA_SPARSE_PRODUCER=1, sparse decode: a third warpgroup gathers and dequantizes),
 // also with the integer dequantization, and the seesaw kernel (FLASHMLA_SPARSE_SEESAW=1, sparse
-// prefill: the dense pair kernel's two-block step with a gather producer). The table rows take
+// prefill and V3.2 sparse decode: the dense pair kernel's two-block step with a gather or
+// dequantizing producer; MODEL1 cases take the plain kernel under the switch). The table rows take
 // every variant, the quick GPU-sized rows a few (prefill's split only below
 // kQuickPrefillVariantWork).
 struct Variant {
@@ -439,10 +440,10 @@ const Variant kProducer{"producer", {{"FLASHMLA_SPARSE_PRODUCER", "1"}}};
 const Variant kProducerBits{"producer_bits",
                             {{"FLASHMLA_SPARSE_PRODUCER", "1"}, {"FLASHMLA_SPARSE_DEQUANT", "bits"}}};
 const Variant kBadSplit{"bad_split", {{"FLASHMLA_SPARSE_SPLIT", "3"}}};
-const std::vector<Variant> kDecodeTableVariants = {kSplit2, kSplit8, kSplitAuto, kProducer,
-                                                   kProducerBits};
-const std::vector<Variant> kDecodeShapeVariants = {kSplit8, kProducer};
 const Variant kSeesaw{"seesaw", {{"FLASHMLA_SPARSE_SEESAW", "1"}}};
+const std::vector<Variant> kDecodeTableVariants = {kSplit2, kSplit8, kSplitAuto, kProducer,
+                                                   kProducerBits, kSeesaw};
+const std::vector<Variant> kDecodeShapeVariants = {kSplit8, kProducer, kSeesaw};
 const std::vector<Variant> kPrefillTableVariants = {kSplit2, kSplit8, kSplitAuto, kSeesaw};
 const std::vector<Variant> kPrefillShapeVariants = {kSplit8};  // the cheaper rows only
 const std::vector<Variant> kPrefillShapeVariantsAll = {kSeesaw};  // every quick row
@@ -510,9 +511,10 @@ TEST(SparseSplitEnv, BadValueIsAClearError) {
 
 // ---- budget ----------------------------------------------------------------------------------
 
-// The quick tier's float64 reference work, the bulk of its run time, stays under 5.5e10
+// The quick tier's float64 reference work, the bulk of its run time, stays under 6e10
 // multiply-adds (the table rows and the GPU-sized ones, with the variant suites' repeats), so that
-// the quick GPU run takes a minute or two on 16 cores. Runs without a GPU.
+// the quick GPU run takes a minute or two on 16 cores (the variant suites are most of it: drop
+// the variants that lose their A/B once measured). Runs without a GPU.
 TEST(SparseGpuCases, QuickTierFitsReferenceBudget) {
   double decode = 0, prefill = 0;
   for (const auto* cases : {&sparse_decode_cases(), &gpu_sparse_decode_cases()})
@@ -532,7 +534,7 @@ TEST(SparseGpuCases, QuickTierFitsReferenceBudget) {
     prefill += (reference_work(c) <= kQuickPrefillVariantWork ? kPrefillShapeVariants.size() : 0) *
                    reference_work(c) +
                kPrefillShapeVariantsAll.size() * reference_work(c);
-  EXPECT_LE(decode + prefill, 5.5e10) << "quick-tier reference multiply-adds: decode " << decode
+  EXPECT_LE(decode + prefill, 6e10) << "quick-tier reference multiply-adds: decode " << decode
                                     << ", prefill " << prefill << "; move cases to the full tier";
 }
 

@@ -32,16 +32,14 @@ namespace flashmla::cuda::sparse {
 namespace md = mla_decode;
 
 // Threads and registers: two consumer warpgroups and the producer warpgroup; setmaxnreg
-// redistributes the launch's 384 x 168 as 224 / 56 (the dense pair kernel's 232 / 40 spilled
-// the gather producer's index and address work).
+// redistributes the launch's 384 x 168 as each producer type says (kConsumerRegs /
+// kProducerRegs; the dense pair kernel's 232 / 40 spilled the gather producers).
 inline constexpr int kSeesawThreads = md::pair_threads<md::kLoadsProducer>();
 static_assert(kSeesawThreads == 384, "two consumer warpgroups and a producer warpgroup");
-inline constexpr int kSeesawConsumerRegs = 224;
-inline constexpr int kSeesawProducerRegs = 56;
-static_assert(2 * 128 * kSeesawConsumerRegs + 128 * kSeesawProducerRegs == 384 * 168,
-              "setmaxnreg must redistribute exactly the CTA's launch registers");
-inline constexpr int kSeesawProducerThreadsPerBuffer = 64;
-inline constexpr int kSeesawFullArrivals = kSeesawProducerThreadsPerBuffer + 2;
+template <int kConsumer, int kProducer>
+constexpr bool redistributes_launch_registers() {
+  return 2 * 128 * kConsumer + 128 * kProducer == 384 * 168;
+}
 
 // Shared memory: the pair kernel's plan (Q, K0, K1, P0, P1, the running max and scale rows, the
 // atom and part barriers) plus each buffer's validity row.
@@ -91,14 +89,37 @@ __device__ __forceinline__ void release_part(uint32_t empty, int h, int t128) {
   if (t128 == 0) sm90::mbarrier_arrive(empty + 8 * h);
 }
 
-// The producer half of buffer `buf` (thread pt of 64): the item's blocks buf, buf + 2, ... into
-// the buffer, part by part in the order the consumers release them (K0: RoPE, V_L, V_R; K1: RoPE,
-// V_R, V_L), each after its "empty" barrier. Thread (g, j) = (pt / 8, pt % 8) copies chunk j of
-// every atom row of keys 8 g .. 8 g + 7 and reports key 8 g + j's validity.
+// Where a seesaw producer fills: the two buffers, their atom ("full") barriers, the parts'
+// "empty" barriers and the buffers' validity rows.
+struct SeesawBuffers {
+  uint32_t k[2];
+  uint32_t bars[2];
+  uint32_t empty;
+  uint64_t* valid_rows;  // [2]
+};
+
+// bf16 keys (sparse prefill). The producer warpgroup's halves serve one buffer each: warps 0-1
+// K0 (blocks 0, 2, ...), warps 2-3 K1 (blocks 1, 3, ...), part by part in the order the
+// consumers release them (K0: RoPE, V_L, V_R; K1: RoPE, V_R, V_L), each after its "empty"
+// barrier, with cp.async; an atom's barrier completes with the half's 64 noinc arrivals (the
+// copies landed) and one plain arrival from lane 0 of each of its two warps, whose release also
+// publishes the validity row written before the block's first part.
 template <int kDqk>
-__device__ __forceinline__ void seesaw_produce(const GatherParams& p, const WorkItem& item,
-                                               int buf, int pt, uint32_t k_addr, uint32_t bars,
-                                               uint32_t empty, uint64_t* valid_row) {
+struct Bf16SeesawProducer {
+  static constexpr int kThreadsPerBuffer = 64;
+  static constexpr int kFullArrivals = kThreadsPerBuffer + 2;
+  static constexpr int kConsumerRegs = 224, kProducerRegs = 56;
+  __device__ __forceinline__ static void produce(const GatherParams& p, const WorkItem& item,
+                                                 int ptid, const SeesawBuffers& sb);
+};
+
+// The producer half of buffer `buf` (thread pt of 64): thread (g, j) = (pt / 8, pt % 8) copies
+// chunk j of every atom row of keys 8 g .. 8 g + 7 and reports key 8 g + j's validity.
+template <int kDqk>
+__device__ __forceinline__ void seesaw_produce_bf16(const GatherParams& p, const WorkItem& item,
+                                                    int buf, int pt, uint32_t k_addr,
+                                                    uint32_t bars, uint32_t empty,
+                                                    uint64_t* valid_row) {
   constexpr int kQAtoms = kDqk / kAtomDims;
   constexpr int kV = kDimV / kAtomDims;   // 8
   constexpr int kHalf = kV / 2;           // 4
@@ -150,6 +171,127 @@ __device__ __forceinline__ void seesaw_produce(const GatherParams& p, const Work
 }
 
 template <int kDqk>
+__device__ __forceinline__ void Bf16SeesawProducer<kDqk>::produce(const GatherParams& p,
+                                                                  const WorkItem& item, int ptid,
+                                                                  const SeesawBuffers& sb) {
+  const int buf = ptid / kThreadsPerBuffer;  // (selects, not indexing: no local memory)
+  seesaw_produce_bf16<kDqk>(p, item, buf, ptid % kThreadsPerBuffer,
+                            buf == 0 ? sb.k[0] : sb.k[1], buf == 0 ? sb.bars[0] : sb.bars[1],
+                            sb.empty, sb.valid_rows + buf);
+}
+
+// FP8 V3.2 keys (sparse decode, d_qk 576). All 128 producer threads fill the parts of both
+// buffers in the order the consumers release them within a step (K0 RoPE, K1 RoPE, K0 V_L,
+// K0 V_R, K1 V_R, K1 V_L for blocks b, b + 1), each after its "empty" barrier, and complete each
+// atom's barrier with one plain arrival per thread after their stores and a proxy fence (128):
+//   RoPE part (bf16 in the cache): thread (g, c) = (t / 8, t % 8) copies 16-byte chunk c of keys
+//     4 g .. 4 g + 3 and prefetches line c < 4 of the same tokens into L2 (the NoPE bytes the
+//     V parts read next; the RoPE load itself brings lines 4-5); warps 0-1 also publish the
+//     validity row (one key a lane, warp ballots), before their arrivals;
+//   V parts (256 e4m3 bytes of atoms 4 h .. 4 h + 3): thread (g, c) = (t / 16, t % 16)
+//     dequantizes 16-byte chunk c (16 values, one scale) of keys 8 g .. 8 g + 7 into two bf16
+//     chunks (zeros for an invalid key).
+template <Dequant kMode>
+struct V32SeesawProducer {
+  static constexpr int kFullArrivals = kProducerThreads;
+  // Keys whose chunks are in flight at once, and the register split: 4 keys spilled the
+  // producer at 56 registers, and the consumers spilled at 216 (their Q RoPE registers).
+  static constexpr int kKeysPerNopeBatch = 2;
+  static constexpr int kConsumerRegs = 224, kProducerRegs = 56;
+  __device__ __forceinline__ static void produce(const GatherParams& p, const WorkItem& item,
+                                                 int pt, const SeesawBuffers& sb) {
+    uint32_t loads = 0;  // parity bits of the parts' "empty" phases
+    auto wait_part = [&](int h) {
+      sm90::mbarrier_wait(sb.empty + 8 * h, ((loads >> h) & 1) ^ 1);  // a fresh barrier passes
+      loads ^= 1u << h;
+    };
+    auto arrive_atoms = [&](uint32_t bars, int a0, int a1) {
+      sm90::fence_proxy_async();  // the stores visible to the consumers' wgmmas
+      for (int a = a0; a < a1; ++a) sm90::mbarrier_arrive(bars + 8 * a);
+    };
+    // The token of key `key` of block `blk`, or null when the entry is invalid.
+    auto token = [&](int blk, int key) -> const uint8_t* {
+      const Scope& sc = item.scope(p, blk);
+      const int32_t idx = item.index(blk, key);
+      if (!index_valid(sc, idx)) return nullptr;
+      uint32_t offset;
+      const uint8_t* block = fp8_block(sc, idx, &offset);
+      return block + offset * v32::kBytesPerToken;
+    };
+    auto rope_part = [&](int blk, int buf) {
+      wait_part(buf == 0 ? md::kK0Rope : md::kK1Rope);
+      const uint32_t k = buf == 0 ? sb.k[0] : sb.k[1];
+      if (pt < kTokensPerTile) {  // the validity row, read before the consumers release RoPE
+        const uint32_t word = __ballot_sync(0xffffffff, token(blk, pt) != nullptr);
+        if (pt % 32 == 0) reinterpret_cast<uint32_t*>(sb.valid_rows + buf)[pt / 32] = word;
+      }
+      int g = pt / 8;
+      asm volatile("" : "+r"(g));  // (offsets recomputed per part, not held in registers)
+      const int c = pt % 8;
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = 4 * g + i;
+        const uint8_t* tok = token(blk, key);
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (tok != nullptr) {
+          v = load_nc16(tok + v32::kRopeOffset + 16 * c);
+          if (c < 4) sm90::prefetch_l2(tok + 128 * c);
+        }
+        sm90::st_shared_16(k + (kDimV / kAtomDims) * kAtomBytes + sm90::swizzle128_offset(key, c),
+                           v);
+      }
+      arrive_atoms(buf == 0 ? sb.bars[0] : sb.bars[1], kDimV / kAtomDims, kDimV / kAtomDims + 1);
+    };
+    auto nope_part = [&](int blk, int buf, int half) {
+      wait_part(buf == 0 ? (half == 0 ? md::kK0Lo : md::kK0Hi)
+                         : (half == 0 ? md::kK1Lo : md::kK1Hi));
+      const uint32_t k = buf == 0 ? sb.k[0] : sb.k[1];
+      int g = pt / 16;
+      asm volatile("" : "+r"(g));
+      const int c = pt % 16;                       // the part's 16-byte e4m3 chunk
+      const int chunk = 16 * half + c;             // of the token's 32
+      const int atom = chunk / 4;                  // 16 values = two bf16 chunks of one atom
+      const int tile = chunk * 16 / v32::kTile;    // its scale
+#pragma unroll
+      for (int i0 = 0; i0 < 8; i0 += kKeysPerNopeBatch) {
+        uint4 raw[kKeysPerNopeBatch];
+        float scale[kKeysPerNopeBatch];
+        bool ok[kKeysPerNopeBatch];
+#pragma unroll
+        for (int i = 0; i < kKeysPerNopeBatch; ++i) {
+          const uint8_t* tok = token(blk, 8 * g + i0 + i);
+          ok[i] = tok != nullptr;
+          raw[i] = ok[i] ? load_nc16(tok + v32::kNopeOffset + 16 * chunk) : make_uint4(0, 0, 0, 0);
+          scale[i] = ok[i] ? __ldg(reinterpret_cast<const float*>(tok + v32::kScaleOffset) + tile)
+                           : 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < kKeysPerNopeBatch; ++i) {
+          uint4 lo = make_uint4(0, 0, 0, 0), hi = lo;
+          if (ok[i]) dequant16<kMode>(raw[i], scale[i], lo, hi);
+          const uint32_t dst = k + atom * kAtomBytes;
+          const int key = 8 * g + i0 + i;
+          sm90::st_shared_16(dst + sm90::swizzle128_offset(key, 2 * (chunk % 4)), lo);
+          sm90::st_shared_16(dst + sm90::swizzle128_offset(key, 2 * (chunk % 4) + 1), hi);
+        }
+      }
+      arrive_atoms(buf == 0 ? sb.bars[0] : sb.bars[1], 4 * half, 4 * half + 4);
+    };
+    for (int b = 0; b < item.n_tiles; b += 2) {
+      const bool has1 = b + 1 < item.n_tiles;
+      rope_part(b, 0);
+      if (has1) rope_part(b + 1, 1);
+      nope_part(b, 0, 0);
+      nope_part(b, 0, 1);
+      if (has1) {
+        nope_part(b + 1, 1, 1);
+        nope_part(b + 1, 1, 0);
+      }
+    }
+  }
+};
+
+template <typename Producer, int kDqk>
 __global__ void __launch_bounds__(kSeesawThreads, 1)
     sparse_seesaw_kernel(const __grid_constant__ GatherParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -170,7 +312,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   const uint32_t k1_addr = sm90::smem_addr(smem + Plan::kK1);
   const int tid = threadIdx.x;
   if (tid == 0) {
-    for (int a = 0; a < 2 * kQAtoms; ++a) sm90::mbarrier_init(bars0 + 8 * a, kSeesawFullArrivals);
+    for (int a = 0; a < 2 * kQAtoms; ++a)
+      sm90::mbarrier_init(bars0 + 8 * a, Producer::kFullArrivals);
     for (int h = 0; h < md::kBufferParts; ++h) sm90::mbarrier_init(empty + 8 * h, 1);
     sm90::fence_mbarrier_init();
   }
@@ -179,15 +322,15 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   const int n_blocks = item.n_tiles;
 
   if (tid >= md::kThreads) {
-    sm90::setmaxnreg_dec<kSeesawProducerRegs>();
-    const int pt = tid - md::kThreads;
-    const int buf = pt / kSeesawProducerThreadsPerBuffer;
-    seesaw_produce<kDqk>(p, item, buf, pt % kSeesawProducerThreadsPerBuffer,
-                         buf == 0 ? k0_addr : k1_addr, buf == 0 ? bars0 : bars1, empty,
-                         valid_rows + buf);
+    static_assert(
+        redistributes_launch_registers<Producer::kConsumerRegs, Producer::kProducerRegs>(),
+        "setmaxnreg must redistribute exactly the CTA's launch registers");
+    sm90::setmaxnreg_dec<Producer::kProducerRegs>();
+    Producer::produce(p, item, tid - md::kThreads,
+                      SeesawBuffers{{k0_addr, k1_addr}, {bars0, bars1}, empty, valid_rows});
     return;
   }
-  sm90::setmaxnreg_inc<kSeesawConsumerRegs>();
+  sm90::setmaxnreg_inc<Producer::kConsumerRegs>();
 
   float* m_smem = reinterpret_cast<float*>(smem + Plan::kM);
   float* scale0_smem = reinterpret_cast<float*>(smem + Plan::kScale0);
@@ -398,10 +541,10 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 #endif
 }
 
-// Launches the seesaw kernel over every (query row, kv head, head tile).
-template <int kDqk>
+// Launches the seesaw kernel over every (query token, kv head, head tile).
+template <typename Producer, int kDqk>
 void launch_seesaw(const GatherParams& p, cudaStream_t stream) {
-  auto* kernel = &sparse_seesaw_kernel<kDqk>;
+  auto* kernel = &sparse_seesaw_kernel<Producer, kDqk>;
   const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
   if (items == 0) return;
   cudaLaunchAttribute attr{};

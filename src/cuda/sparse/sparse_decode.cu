@@ -11,6 +11,7 @@
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
 #include "cuda/sparse/kernel_producer.cuh"
+#include "cuda/sparse/kernel_seesaw.cuh"
 #include "cuda/sparse/kernel.h"
 
 namespace flashmla::cuda {
@@ -104,6 +105,14 @@ void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, S
   const bool pair = g.head_tiles == 2 && env_is("FLASHMLA_SPARSE_PAIR", "1");
   const bool producer = env_is("FLASHMLA_SPARSE_PRODUCER", "1");
   const int split = sparse::split_request_from_env();
+  // FLASHMLA_SPARSE_SEESAW = 1: the seesaw kernel (kernel_seesaw.cuh; V3.2 only, conversion
+  // dequantization only: the integer way spilled its producer; opt-in until measured), unless a
+  // split is asked for.
+  if (pb.layout == KVCacheLayout::kV32 && split == 1 && env_is("FLASHMLA_SPARSE_SEESAW", "1")) {
+    g.sync_handoffs = env_is("FLASHMLA_SPARSE_SYNC_HANDOFFS", "1") ? 1 : 0;
+    sparse::launch_seesaw<sparse::V32SeesawProducer<sparse::Dequant::kCvt>, 576>(g, stream);
+    return;
+  }
   const int tiles = sparse::key_tiles(pb.topk) + (pb.has_extra ? sparse::key_tiles(pb.extra_topk) : 0);
   if (pb.layout == KVCacheLayout::kV32)
     launch_fp8<sparse::V32Gather, 576>(g, bits, pair, producer, split, tiles, stream);

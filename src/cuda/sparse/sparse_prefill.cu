@@ -70,8 +70,8 @@ void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb
   const int tiles = sparse::key_tiles(pb.topk);
   if (aligned && env_set("FLASHMLA_SPARSE_SEESAW")) {
     g.sync_handoffs = env_set("FLASHMLA_SPARSE_SYNC_HANDOFFS") ? 1 : 0;
-    if (pb.d_qk == 576) sparse::launch_seesaw<576>(g, stream);
-    else sparse::launch_seesaw<512>(g, stream);
+    if (pb.d_qk == 576) sparse::launch_seesaw<sparse::Bf16SeesawProducer<576>, 576>(g, stream);
+    else sparse::launch_seesaw<sparse::Bf16SeesawProducer<512>, 512>(g, stream);
     return;
   }
   if (pb.d_qk == 576) {
