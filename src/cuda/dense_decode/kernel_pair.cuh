@@ -299,20 +299,8 @@ __global__ void __launch_bounds__(pair_threads<kLoads>(), 1)
     float s[32];
     uint32_t pb[16];
     uint32_t q8[16];
-    if constexpr (Plan::kRopeInRegs) {
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk) {
-        uint32_t r[4];
-        const int row = 16 * warp + lane % 16, chunk = 2 * kk + lane / 16;
-        sm90::ldmatrix_x4(r, q_addr + (kQAtoms - 1) * kAtomBytes +
-                                 sm90::swizzle128_offset(row, chunk));
-#pragma unroll
-        for (int i = 0; i < 4; ++i) q8[4 * kk + i] = r[i];
-      }
-    } else {
-#pragma unroll
-      for (int i = 0; i < 16; ++i) q8[i] = 0;
-    }
+    load_q_rope_fragments<Plan::kRopeInRegs>(q8, q_addr + (kQAtoms - 1) * kAtomBytes, warp,
+                                             lane);
 
     // First S of each warpgroup: WG0 block 0, WG1 block 1.
     if (wg < n_blocks) {

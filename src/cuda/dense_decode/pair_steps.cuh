@@ -296,6 +296,38 @@ __device__ __forceinline__ void issue_pv_ss(float (&o)[128], uint32_t p_addr, ui
   sm90::wgmma_commit();
 }
 
+// A thread's two row maxima reduced over its quad (the lanes of a row) and scaled into the log2
+// domain (scale > 0, so the max commutes with the scaling).
+__device__ __forceinline__ void quad_rowmax_scaled(float (&mx)[2], float scale) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    mx[h] *= scale;
+  }
+}
+
+// Q's RoPE atom (the atom column at rope_addr, 64 rows) as the A fragments of the four k-steps
+// of its S wgmmas (q8[4 kk .. 4 kk + 3]: rows 16 warp .. + 15, dims 16 kk .. + 15), or zeros
+// without one (kRope false: d_qk 512).
+template <bool kRope>
+__device__ __forceinline__ void load_q_rope_fragments(uint32_t (&q8)[16], uint32_t rope_addr,
+                                                      int warp, int lane) {
+  if constexpr (kRope) {
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+      uint32_t r[4];
+      const int row = 16 * warp + lane % 16, chunk = 2 * kk + lane / 16;
+      sm90::ldmatrix_x4(r, rope_addr + sm90::swizzle128_offset(row, chunk));
+#pragma unroll
+      for (int i = 0; i < 4; ++i) q8[4 * kk + i] = r[i];
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < 16; ++i) q8[i] = 0;
+  }
+}
+
 // Masks keys at or past each row's limit in S (one 64 x 64 block, accumulator layout, raw
 // scores; -inf by a select, so garbage scores of rows past the end never survive) and returns the
 // quad-reduced row maxima in the log2 domain (scale > 0, so the max commutes with the scaling).
@@ -327,12 +359,7 @@ __device__ __forceinline__ void mask_rowmax(float (&s)[32], float scale, bool ne
         mx[h] = fmaxf(mx[h], x);
       }
   }
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    mx[h] *= scale;
-  }
+  quad_rowmax_scaled(mx, scale);
 }
 
 // The running row max after one more block, kept lazily: the max in shared memory moves only when

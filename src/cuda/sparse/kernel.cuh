@@ -147,6 +147,32 @@ __device__ __forceinline__ void write_rows(const GatherParams& p, const float (&
   }
 }
 
+// The lockstep step's scores for one key tile: S_w = Q K[32 wg, 32 wg + 32)^T, scaled into the
+// log2 domain with the stage's bias row added (invalid keys at -inf), and the quad-reduced row
+// maxima in mx.
+template <int kQAtoms>
+__device__ __forceinline__ void lockstep_scores(float (&s)[16], float (&mx)[2], float scale_log2,
+                                                uint64_t desc_q, uint32_t stage_addr,
+                                                const float* stage_bias, int wg, int quad_col) {
+  lockstep::qk_half<__nv_bfloat16, kQAtoms>(
+      s, desc_q, sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024));
+  const float* bias = stage_bias + wg * kTokensPerWarpgroup + 2 * quad_col;
+  mx[0] = mx[1] = -INFINITY;
+#pragma unroll
+  for (int j = 0; j < 4; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      float& x = s[4 * j + e];
+      x = fmaf(x, scale_log2, bias[8 * j + (e & 1)]);
+      mx[e / 2] = fmaxf(mx[e / 2], x);
+    }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+  }
+}
+
 // One work item: (query token, kv head, tile of <= 64 query heads) and the selected keys it
 // attends to, each scope's row of indices and the entries that count (scalars, not arrays: a
 // runtime-indexed array would live in local memory). Resolved alike by every kernel and role.
@@ -367,26 +393,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     sm90::cp_async_commit();
 
-    // S_w = Q K[32 wg, 32 wg + 32)^T, scaled into the log2 domain, invalid keys at -inf.
-    float s[16];
-    lockstep::qk_half<__nv_bfloat16, kQAtoms>(s, desc_q,
-                     sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024));
-    const float* bias =
-        bias_smem + stage * kTokensPerTile + wg * kTokensPerWarpgroup + 2 * quad_col;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float& x = s[4 * j + e];
-        x = fmaf(x, p.scale_log2, bias[8 * j + (e & 1)]);
-        mx[e / 2] = fmaxf(mx[e / 2], x);
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    }
+    float s[16], mx[2];
+    lockstep_scores<kQAtoms>(s, mx, p.scale_log2, desc_q, stage_addr,
+                             bias_smem + stage * kTokensPerTile, wg, quad_col);
     lockstep::softmax_pv<__nv_bfloat16, false>(s, mx, o, m, l, row_max_smem, p_smem, desc_p,
                                                stage_addr, wg, quad_col, my_row);
 
@@ -432,6 +441,19 @@ cudaLaunchConfig_t launch_config(Kernel kernel, const LaunchShape& shape, int sm
   cfg.attrs = attr;
   cfg.numAttrs = shape.cluster > 1 ? 1 : 0;
   return cfg;
+}
+
+// Launches `kernel` (a kernel of one CTA per work item and no cluster) with `threads` threads
+// and `smem_bytes` of dynamic shared memory.
+template <typename Kernel>
+void launch_per_item(Kernel kernel, const GatherParams& p, int threads, int smem_bytes,
+                     cudaStream_t stream) {
+  const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
+  if (items == 0) return;
+  cudaLaunchAttribute attr{};
+  cudaLaunchConfig_t cfg = launch_config(kernel, LaunchShape{items, 1}, smem_bytes, stream, &attr);
+  cfg.blockDim = dim3(threads);
+  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
 }
 
 // Launches the kernel over every (query token, kv head, head tile); kPair (exactly two head

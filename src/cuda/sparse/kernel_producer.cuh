@@ -133,26 +133,9 @@ __global__ void __launch_bounds__(kThreadsWithProducer, 1)
     const uint32_t stage_addr = k_addr + s * Plan::kTileBytes;
     sm90::mbarrier_wait(full + 8 * s, (it >> 1) & 1);
 
-    // S_w = Q K[32 wg, 32 wg + 32)^T, scaled into the log2 domain, invalid keys at -inf.
-    float sc[16];
-    lockstep::qk_half<__nv_bfloat16, kQAtoms>(sc, desc_q,
-                     sm90::make_smem_desc(stage_addr + wg * kTokensPerWarpgroup * 128, 16, 1024));
-    const float* bias =
-        bias_smem + s * kTokensPerTile + wg * kTokensPerWarpgroup + 2 * quad_col;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float& x = sc[4 * j + e];
-        x = fmaf(x, p.scale_log2, bias[8 * j + (e & 1)]);
-        mx[e / 2] = fmaxf(mx[e / 2], x);
-      }
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-      mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    }
+    float sc[16], mx[2];
+    lockstep_scores<kQAtoms>(sc, mx, p.scale_log2, desc_q, stage_addr,
+                             bias_smem + s * kTokensPerTile, wg, quad_col);
     lockstep::softmax_pv<__nv_bfloat16, true>(sc, mx, o, m, l, row_max_smem, p_smem, desc_p,
                                               stage_addr, wg, quad_col, my_row);
     // This warp's reads of the stage (S, P V) and of its bias row are complete.
@@ -169,14 +152,8 @@ __global__ void __launch_bounds__(kThreadsWithProducer, 1)
 // Launches the producer kernel over every (query token, kv head, head tile).
 template <typename Gather, int kDqk>
 void launch_producer(const GatherParams& p, cudaStream_t stream) {
-  auto* kernel = &sparse_producer_kernel<Gather, kDqk>;
-  const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
-  if (items == 0) return;
-  cudaLaunchAttribute attr{};
-  cudaLaunchConfig_t cfg = launch_config(kernel, LaunchShape{items, 1},
-                                         SmemPlan<kDqk>::kBytesWithProducer, stream, &attr);
-  cfg.blockDim = dim3(kThreadsWithProducer);
-  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+  launch_per_item(&sparse_producer_kernel<Gather, kDqk>, p, kThreadsWithProducer,
+                  SmemPlan<kDqk>::kBytesWithProducer, stream);
 }
 
 }  // namespace flashmla::cuda::sparse

@@ -70,12 +70,7 @@ __device__ __forceinline__ void mask_rowmax_valid(float (&s)[32], float scale, u
       x = (word >> bit) & 1u ? x : -INFINITY;
       mx[h] = fmaxf(mx[h], x);
     }
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-    mx[h] *= scale;
-  }
+  md::quad_rowmax_scaled(mx, scale);
 }
 
 // One side of a hand-off between the consumer warpgroups (md::hand_off's rule).
@@ -364,20 +359,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
   float s[32];
   uint32_t pb[16];
   uint32_t q8[16];
-  if constexpr (kRope) {  // Q's RoPE atom to registers; its shared memory then holds P1
-#pragma unroll
-    for (int kk = 0; kk < 4; ++kk) {
-      uint32_t r[4];
-      const int row = 16 * warp + lane % 16, chunk = 2 * kk + lane / 16;
-      sm90::ldmatrix_x4(r, q_addr + (kQAtoms - 1) * kAtomBytes +
-                               sm90::swizzle128_offset(row, chunk));
-#pragma unroll
-      for (int i = 0; i < 4; ++i) q8[4 * kk + i] = r[i];
-    }
-  } else {
-#pragma unroll
-    for (int i = 0; i < 16; ++i) q8[i] = 0;
-  }
+  // Q's RoPE atom to registers; its shared memory then holds P1.
+  md::load_q_rope_fragments<kRope>(q8, q_addr + (kQAtoms - 1) * kAtomBytes, warp, lane);
   uint32_t parity = 0;  // of this warpgroup's buffer's next block
 
   // First S of each warpgroup: WG0 block 0, WG1 block 1.
@@ -544,14 +527,8 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
 // Launches the seesaw kernel over every (query token, kv head, head tile).
 template <typename Producer, int kDqk>
 void launch_seesaw(const GatherParams& p, cudaStream_t stream) {
-  auto* kernel = &sparse_seesaw_kernel<Producer, kDqk>;
-  const int64_t items = p.num_tokens * p.h_kv * p.head_tiles;
-  if (items == 0) return;
-  cudaLaunchAttribute attr{};
-  cudaLaunchConfig_t cfg = launch_config(kernel, LaunchShape{items, 1},
-                                         SeesawSmemPlan<kDqk>::kBytes, stream, &attr);
-  cfg.blockDim = dim3(kSeesawThreads);
-  FLASHMLA_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, p));
+  launch_per_item(&sparse_seesaw_kernel<Producer, kDqk>, p, kSeesawThreads,
+                  SeesawSmemPlan<kDqk>::kBytes, stream);
 }
 
 }  // namespace flashmla::cuda::sparse
