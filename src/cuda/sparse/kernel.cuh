@@ -3,8 +3,9 @@
 // (gather.cuh: bf16 rows, V3.2 or MODEL1 FP8 tokens).
 //
 // Grid: one CTA per (query token, kv head, tile of <= 64 query heads), the head tiles of a token
-// adjacent; 256 threads = two consumer warpgroups in lockstep. No split over the keys: the
-// production shapes have b * s_q * head tiles >= 2 CTAs per SM (docs/sparse-design.md). A CTA
+// adjacent; 256 threads = two consumer warpgroups in lockstep. By default no split over the
+// keys: the production shapes have b * s_q * head tiles >= 2 CTAs per SM (docs/sparse-design.md;
+// the split below is opt-in). A CTA
 // loads its Q tile, then walks its selected keys in tiles of 64 (the main scope's, then the
 // extra scope's; a scope's last tile is padded with invalid entries), double-buffered: while
 // tile it is computed, tile it + 1's keys are in flight (gather.cuh), and tile it + 2's indices.
