@@ -6,12 +6,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string>
 
 #include "core/decode_schedule.h"
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_guard.h"
+#include "cuda/common/env_switch.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/dense_decode/kernel.h"
@@ -19,12 +18,6 @@
 
 namespace flashmla::cuda {
 namespace {
-
-// True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
-bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::string(v) == value;
-}
 
 using EncodeTiled = CUresult (*)(CUtensorMap*, CUtensorMapDataType, cuuint32_t, void*,
                                  const cuuint64_t*, const cuuint64_t*, const cuuint32_t*,

@@ -73,6 +73,26 @@ __device__ __forceinline__ void mask_rowmax_valid(float (&s)[32], float scale, u
   md::quad_rowmax_scaled(mx, scale);
 }
 
+// A warpgroup's softmax of its block: S masked by the validity row, the exact row max of the
+// logits kept in tmax (max_logits), the lazy running max moved through m_smem (its scale for the
+// other warpgroup in scale_smem, the own rescale in sc), P = 2^(S - mu) in pb with its row sums
+// in sum, and P stored to p_smem for the other warpgroup's P V.
+__device__ __forceinline__ void seesaw_softmax(float (&s)[32], float scale_log2, uint64_t valid,
+                                               float (&tmax)[2], float* m_smem,
+                                               float* scale_smem, uint8_t* p_smem,
+                                               const int (&my_row)[2], int quad_col,
+                                               uint32_t (&pb)[16], float (&sc)[2],
+                                               float (&sum)[2]) {
+  float mx[2], mu[2];
+  sum[0] = sum[1] = 0.0f;
+  mask_rowmax_valid(s, scale_log2, valid, quad_col, mx);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) tmax[h] = fmaxf(tmax[h], mx[h]);
+  md::running_max(m_smem, scale_smem, my_row, quad_col, mx, mu, sc);
+  md::exp_to_fragments<__nv_bfloat16>(s, scale_log2, mu, pb, sum);
+  md::store_fragments(p_smem, pb, my_row, quad_col);
+}
+
 // One side of a hand-off between the consumer warpgroups (md::hand_off's rule).
 __device__ __forceinline__ void seesaw_hand_off(const GatherParams& p, int bar) {
   if (p.sync_handoffs) sm90::named_barrier_sync(bar, md::kThreads);
@@ -386,15 +406,11 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       // ---- softmax of S0 against the running max; P0 to shared memory for WG1 ----
       const uint64_t valid0 = valid_rows[0];
       if constexpr (kRope) release_part(empty, md::kK0Rope, t128);  // S0 and its row are read
-      float mx[2], mu[2], sc[2], sum[2] = {0.0f, 0.0f};
-      mask_rowmax_valid(s, p.scale_log2, valid0, quad_col, mx);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) tmax[h] = fmaxf(tmax[h], mx[h]);
-      md::running_max(m_smem, scale0_smem, my_row, quad_col, mx, mu, sc);
-      md::exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
+      float sc[2], sum[2];
+      seesaw_softmax(s, p.scale_log2, valid0, tmax, m_smem, scale0_smem, smem + Plan::kP0, my_row,
+                     quad_col, pb, sc, sum);
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * sc[h] + sum[h];
-      md::store_fragments(smem + Plan::kP0, pb, my_row, quad_col);
       sm90::fence_proxy_async();
       seesaw_hand_off(p, md::kBarScale0);
       md::rescale_o(o, sc[0], sc[1]);
@@ -447,15 +463,11 @@ __global__ void __launch_bounds__(kSeesawThreads, 1)
       md::issue_pv_ss<T>(o, p0_addr, k0_addr, 1);
 
       // ---- softmax of S1 against m0 under it (no block b + 1: every key invalid, P1 = 0) ----
-      float mx[2], mu[2], f1[2], sum[2] = {0.0f, 0.0f};
-      mask_rowmax_valid(s, p.scale_log2, valid1, quad_col, mx);
-#pragma unroll
-      for (int h = 0; h < 2; ++h) tmax[h] = fmaxf(tmax[h], mx[h]);
-      md::running_max(m_smem, scale1_smem, my_row, quad_col, mx, mu, f1);
-      md::exp_to_fragments<T>(s, p.scale_log2, mu, pb, sum);
+      float f1[2], sum[2];
+      seesaw_softmax(s, p.scale_log2, valid1, tmax, m_smem, scale1_smem, smem + Plan::kP1, my_row,
+                     quad_col, pb, f1, sum);
 #pragma unroll
       for (int h = 0; h < 2; ++h) l[h] = l[h] * f0[h] * f1[h] + sum[h];
-      md::store_fragments(smem + Plan::kP1, pb, my_row, quad_col);
       sm90::fence_proxy_async();
       seesaw_hand_off(p, md::kBarScale1);
 

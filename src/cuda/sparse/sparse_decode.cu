@@ -4,10 +4,8 @@
 // with the V3.2 or the MODEL1 gatherer.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "cuda/common/device_guard.h"
+#include "cuda/common/env_switch.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
 #include "cuda/sparse/kernel_producer.cuh"
@@ -17,15 +15,10 @@
 namespace flashmla::cuda {
 namespace {
 
-// True when environment variable `name` is set to exactly `value` (A/B switches, read per call).
-// FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing;
+// Switches (cuda/common/env_switch.h): FLASHMLA_SPARSE_DEQUANT = bits: the integer dequantization (dequant.cuh), for A/B timing;
 // FLASHMLA_SPARSE_PAIR = 1: the crossover pair for two head tiles (kernel.cuh; measured slower
 // than a CTA alone, session 28), for A/B timing; FLASHMLA_SPARSE_PRODUCER = 1: the producer
 // kernel (kernel_producer.cuh), opt-in until measured. FLASHMLA_SPARSE_SPLIT: kernel.h.
-bool env_is(const char* name, const char* value) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::string(v) == value;
-}
 
 // One FP8 scope (validation checked the layout: 16-byte aligned data and block stride).
 sparse::Scope fp8_scope(const TensorView& cache, const TensorView& indices,

@@ -4,10 +4,8 @@
 // boundaries take slower load paths instead of an error.
 #include <cuda_runtime.h>
 
-#include <cstdlib>
-#include <string>
-
 #include "cuda/common/device_guard.h"
+#include "cuda/common/env_switch.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
 #include "cuda/sparse/kernel.cuh"
@@ -15,15 +13,6 @@
 #include "cuda/sparse/kernel.h"
 
 namespace flashmla::cuda {
-namespace {
-
-// True when environment variable `name` is exactly "1" (A/B switches, read per call).
-bool env_set(const char* name) {
-  const char* v = std::getenv(name);
-  return v != nullptr && std::string(v) == "1";
-}
-
-}  // namespace
 
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream) {
   const DeviceGuard guard(p.q.device.index);
@@ -68,8 +57,8 @@ void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb
   const bool aligned = rows_aligned(p.kv, 16);
   const int split = sparse::split_request_from_env();
   const int tiles = sparse::key_tiles(pb.topk);
-  if (aligned && env_set("FLASHMLA_SPARSE_SEESAW")) {
-    g.sync_handoffs = env_set("FLASHMLA_SPARSE_SYNC_HANDOFFS") ? 1 : 0;
+  if (aligned && env_is("FLASHMLA_SPARSE_SEESAW", "1")) {
+    g.sync_handoffs = env_is("FLASHMLA_SPARSE_SYNC_HANDOFFS", "1") ? 1 : 0;
     if (pb.d_qk == 576) sparse::launch_seesaw<sparse::Bf16SeesawProducer<576>, 576>(g, stream);
     else sparse::launch_seesaw<sparse::Bf16SeesawProducer<512>, 512>(g, stream);
     return;
