@@ -192,6 +192,45 @@ Row bench_cpu_sparse_prefill(int s_q, int h_q, int topk, int s_kv, int iters,
   return {"cpu sparse_prefill", shape, us, flops / us * 1e-6, 0};
 }
 
+// Dense MHA prefill on the CPU, forward then backward: one causal sequence of s tokens, h heads,
+// d_qk 192, d_v 128. FLOPs count attended (query, key) pairs: 2 (d_qk + d_v) per pair forward,
+// 2.5x that backward (five products instead of two).
+std::vector<Row> bench_cpu_mha(int s, int h, int iters, std::mt19937_64& rng) {
+  const int d_qk = 192, d_v = 128;
+  auto q = random_bf16(static_cast<size_t>(s) * h * d_qk, rng);
+  auto k = random_bf16(static_cast<size_t>(s) * h * d_qk, rng);
+  auto v = random_bf16(static_cast<size_t>(s) * h * d_v, rng);
+  auto dout = random_bf16(static_cast<size_t>(s) * h * d_v, rng);
+  std::vector<uint16_t> out(dout.size()), dq(q.size()), dk(k.size()), dv(v.size());
+  std::vector<float> lse(static_cast<size_t>(h) * s);
+  std::vector<int32_t> cu = {0, s};
+  MhaVarlenFwdParams f;
+  f.q = TensorView::contiguous(q.data(), DType::kBFloat16, kCPU, {s, h, d_qk});
+  f.k = TensorView::contiguous(k.data(), DType::kBFloat16, kCPU, {s, h, d_qk});
+  f.v = TensorView::contiguous(v.data(), DType::kBFloat16, kCPU, {s, h, d_v});
+  f.cu_seqlens_q = f.cu_seqlens_k = TensorView::contiguous(cu.data(), DType::kInt32, kCPU, {2});
+  f.max_seqlen_q = f.max_seqlen_k = s;
+  f.causal = true;
+  f.out = TensorView::contiguous(out.data(), DType::kBFloat16, kCPU, {s, h, d_v});
+  f.lse = TensorView::contiguous(lse.data(), DType::kFloat32, kCPU, {h, s});
+  const double fwd_us = time_median_us(iters, [&] { mha_varlen_fwd(f); });
+  MhaVarlenBwdParams b;
+  b.dout = TensorView::contiguous(dout.data(), DType::kBFloat16, kCPU, {s, h, d_v});
+  b.q = f.q, b.k = f.k, b.v = f.v, b.out = f.out, b.lse = f.lse;
+  b.cu_seqlens_q = b.cu_seqlens_k = f.cu_seqlens_q;
+  b.max_seqlen_q = b.max_seqlen_k = s;
+  b.causal = true;
+  b.dq = TensorView::contiguous(dq.data(), DType::kBFloat16, kCPU, {s, h, d_qk});
+  b.dk = TensorView::contiguous(dk.data(), DType::kBFloat16, kCPU, {s, h, d_qk});
+  b.dv = TensorView::contiguous(dv.data(), DType::kBFloat16, kCPU, {s, h, d_v});
+  const double bwd_us = time_median_us(iters, [&] { mha_varlen_bwd(b); });
+  const double flops = 2.0 * (d_qk + d_v) * h * (double(s) * (s + 1) / 2);
+  char shape[128];
+  std::snprintf(shape, sizeof shape, "causal s=%d h=%d d_qk=%d", s, h, d_qk);
+  return {{"cpu mha_varlen_fwd", shape, fwd_us, flops / fwd_us * 1e-6, 0},
+          {"cpu mha_varlen_bwd", shape, bwd_us, 2.5 * flops / bwd_us * 1e-6, 0}};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -223,6 +262,7 @@ int main(int argc, char** argv) {
     rows.push_back(bench_cpu_dense(8, 1, 16, 1024, iters, rng));
     rows.push_back(bench_cpu_sparse_decode(1, 1, 128, 2048, 8192, iters, rng));
     rows.push_back(bench_cpu_sparse_prefill(4, 128, 2048, 8192, iters, rng));
+    for (auto& r : bench_cpu_mha(1024, 16, iters, rng)) rows.push_back(r);
     for (KVCacheLayout l : {KVCacheLayout::kV32, KVCacheLayout::kModel1})
       for (auto& r : bench_cpu_codec(l, 256, iters, rng)) rows.push_back(r);
     std::printf("%-22s %-34s %12s %9s %9s\n", "op", "shape", "us", "TFLOPS", "GB/s");

@@ -527,6 +527,20 @@ namespace {
 constexpr int kMhaDimV = 128;
 }
 
+namespace {
+
+// Random activations in rows [0, rows) of a [total, heads, d] tensor; later rows keep their NaN.
+void fill_rows(HostTensor& t, int64_t rows, Rng& rng) {
+  const int64_t heads = t.size(1), d = t.size(2);
+  const std::vector<double> x = random_activations(rows * heads * d, rng);
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < rows; ++row)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t e = 0; e < d; ++e) t.set({row, h, e}, x[(row * heads + h) * d + e]);
+}
+
+}  // namespace
+
 MhaVarlenInputs make_mha_varlen_inputs(const MhaVarlenCase& c, Rng& rng) {
   MhaVarlenInputs in;
   const int64_t b = static_cast<int64_t>(c.q_lens.size());
@@ -543,17 +557,9 @@ MhaVarlenInputs make_mha_varlen_inputs(const MhaVarlenCase& c, Rng& rng) {
   in.k = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, c.d_qk}, c.strided, {4, 8, 0}));
   in.v = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, kMhaDimV}, c.strided, {2, 24, 0}));
   // Pad rows stay NaN: only rows of some sequence get data.
-  auto fill_rows = [&](HostTensor& t, int64_t rows) {
-    const int64_t heads = t.size(1), d = t.size(2);
-    const std::vector<double> x = random_activations(rows * heads * d, rng);
-#pragma omp parallel for schedule(static)
-    for (int64_t row = 0; row < rows; ++row)
-      for (int64_t h = 0; h < heads; ++h)
-        for (int64_t e = 0; e < d; ++e) t.set({row, h, e}, x[(row * heads + h) * d + e]);
-  };
-  fill_rows(in.q, in.cu_q.back());
-  fill_rows(in.k, in.cu_k.back());
-  fill_rows(in.v, in.cu_k.back());
+  fill_rows(in.q, in.cu_q.back(), rng);
+  fill_rows(in.k, in.cu_k.back(), rng);
+  fill_rows(in.v, in.cu_k.back(), rng);
   in.cu_seqlens_q = int32_tensor(in.cu_q);
   in.cu_seqlens_k = int32_tensor(in.cu_k);
   return in;
@@ -621,6 +627,117 @@ naive::Attention mha_varlen_reference(const MhaVarlenCase& c, const MhaVarlenInp
 void run_mha_varlen_cpu(const MhaVarlenCase& c, const MhaVarlenInputs& in,
                         const MhaVarlenOutputs& out) {
   mha_varlen_fwd(mha_varlen_params(c, in, out, host_view));
+}
+
+// ---- dense MHA prefill, backward --------------------------------------------------------------
+
+MhaVarlenGradInputs make_mha_varlen_grad_inputs(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                                Rng& rng) {
+  MhaVarlenGradInputs g;
+  const int64_t total_q = in.q.size(0);
+  g.dout = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, kMhaDimV}, c.strided, {4, 8, 0}));
+  fill_rows(g.dout, in.cu_q.back(), rng);
+  if (c.id % 2 == 1) {
+    g.dlse = c.lse_transposed ? HostTensor(DType::kFloat32, {c.h_q, total_q}, {1, c.h_q})
+                              : HostTensor(DType::kFloat32, {c.h_q, total_q});
+    g.dlse.poison();
+    const std::vector<double> x = random_activations(c.h_q * in.cu_q.back(), rng);
+    for (int64_t h = 0; h < c.h_q; ++h)
+      for (int64_t t = 0; t < in.cu_q.back(); ++t) g.dlse.set({h, t}, x[h * in.cu_q.back() + t]);
+  }
+  return g;
+}
+
+MhaVarlenGrads make_mha_varlen_grads(const MhaVarlenCase& c, const MhaVarlenInputs& in) {
+  const int64_t total_q = in.q.size(0), total_k = in.k.size(0);
+  MhaVarlenGrads g;
+  g.dq = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, c.d_qk}, c.strided, {2, 8, 0}));
+  g.dk = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, c.d_qk}, c.strided, {6, 16, 0}));
+  g.dv = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, kMhaDimV}, c.strided, {2, 8, 0}));
+  return g;
+}
+
+MhaVarlenBwdParams mha_varlen_bwd_params(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                         const MhaVarlenOutputs& fwd,
+                                         const MhaVarlenGradInputs& gin,
+                                         const MhaVarlenGrads& grads, const ViewFn& view) {
+  MhaVarlenBwdParams p;
+  p.dout = view(gin.dout);
+  p.q = view(in.q);
+  p.k = view(in.k);
+  p.v = view(in.v);
+  p.out = view(fwd.out);
+  p.lse = view(fwd.lse);
+  if (gin.dlse.defined()) p.dlse = view(gin.dlse);
+  p.cu_seqlens_q = view(in.cu_seqlens_q);
+  p.cu_seqlens_k = view(in.cu_seqlens_k);
+  p.max_seqlen_q = in.max_seqlen_q;
+  p.max_seqlen_k = in.max_seqlen_k;
+  p.softmax_scale = c.softmax_scale;
+  p.causal = c.causal;
+  p.dq = view(grads.dq);
+  p.dk = view(grads.dk);
+  p.dv = view(grads.dv);
+  return p;
+}
+
+naive::MhaGrads mha_varlen_bwd_reference(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                         const MhaVarlenOutputs& fwd,
+                                         const MhaVarlenGradInputs& gin) {
+  const double scale = c.softmax_scale ? *c.softmax_scale : 1.0 / std::sqrt(double(c.d_qk));
+  return naive::mha_varlen_bwd(in.q, in.k, in.v, gin.dout, fwd.out,
+                               gin.dlse.defined() ? &gin.dlse : nullptr, in.cu_q, in.cu_k,
+                               c.causal, scale);
+}
+
+// A gradient element is a sum of many products with both signs, so its error is relative to the
+// tensor's scale rather than to the element: the rounding of the 16-bit result (rtol = u, as for
+// out) plus an atol of 2^-10 (bf16) / 2^-12 (fp16) of the largest |ref|, the allowance a GPU
+// kernel needs for P and dS rounded to 16 bits before their products (as out_tolerance's atol
+// is for P). The CPU backend, float32 throughout, sits far inside it; the cosine check below and
+// the exact zeros catch what an atol could hide.
+Tolerance grad_tolerance(DType dtype, double max_abs) {
+  if (dtype == DType::kFloat16) return {std::ldexp(max_abs, -12), std::ldexp(1.0, -10)};
+  return {std::ldexp(max_abs, -10), std::ldexp(1.0, -8)};
+}
+
+::testing::AssertionResult check_mha_varlen_bwd(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                                const naive::MhaGrads& ref,
+                                                const MhaVarlenGrads& grads) {
+  Checks checks;
+  // Rows [0, rows) belong to sequences and are compared; the pad rows after them must be 0.
+  auto check = [&](const char* what, const HostTensor& t, const std::vector<double>& r,
+                   int64_t rows) {
+    const int64_t row_elems = t.size(1) * t.size(2);
+    const std::vector<double> all = t.to_doubles();
+    const std::vector<double> got(all.begin(), all.begin() + rows * row_elems);
+    const std::vector<double> want(r.begin(), r.begin() + rows * row_elems);
+    const std::vector<int64_t> shape = {rows, t.size(1), t.size(2)};
+    double max_abs = 0;
+    for (double x : want) max_abs = std::max(max_abs, std::fabs(x));
+    checks.add(all_close(what, got, want, shape, grad_tolerance(c.dtype, max_abs)));
+    checks.add(cosine_close(what, got, want, out_max_cosine_diff(c.dtype)));
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < static_cast<int64_t>(all.size()); ++i) {
+      const bool must_be_zero = i >= rows * row_elems || want[i] == 0.0;
+      if (must_be_zero && all[i] != 0.0 && bad++ == 0) first = i;
+    }
+    if (bad)
+      checks.fail(std::string(what) + ": " + std::to_string(bad) +
+                  " elements that must be exactly 0 (nothing attended, no query sees the key, "
+                  "or a row outside every sequence) are not; first at " +
+                  index_str(first, t.shape()) + " = " + std::to_string(all[first]));
+  };
+  check("dq", grads.dq, ref.dq, in.cu_q.back());
+  check("dk", grads.dk, ref.dk, in.cu_k.back());
+  check("dv", grads.dv, ref.dv, in.cu_k.back());
+  return checks.result();
+}
+
+void run_mha_varlen_bwd_cpu(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                            const MhaVarlenOutputs& fwd, const MhaVarlenGradInputs& gin,
+                            const MhaVarlenGrads& grads) {
+  mha_varlen_bwd(mha_varlen_bwd_params(c, in, fwd, gin, grads, host_view));
 }
 
 }  // namespace flashmla::test

@@ -138,4 +138,33 @@ naive::Attention mha_varlen_reference(const MhaVarlenCase& c, const MhaVarlenInp
 void run_mha_varlen_cpu(const MhaVarlenCase& c, const MhaVarlenInputs& in,
                         const MhaVarlenOutputs& out);
 
+// ---- dense MHA prefill, backward ----
+// The backward of a case takes the forward's inputs and outputs (`fwd`, from the CPU forward),
+// an upstream gradient dout and, on odd case ids, a dlse.
+struct MhaVarlenGradInputs {
+  HostTensor dout;  // [total_q, h_q, 128]; pad rows NaN
+  HostTensor dlse;  // [h_q, total_q] (a transposed view when the case's lse is) or absent
+};
+struct MhaVarlenGrads {
+  HostTensor dq, dk, dv;  // NaN-poisoned before the call
+};
+MhaVarlenGradInputs make_mha_varlen_grad_inputs(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                                Rng& rng);
+MhaVarlenGrads make_mha_varlen_grads(const MhaVarlenCase& c, const MhaVarlenInputs& in);
+MhaVarlenBwdParams mha_varlen_bwd_params(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                         const MhaVarlenOutputs& fwd,
+                                         const MhaVarlenGradInputs& gin,
+                                         const MhaVarlenGrads& grads, const ViewFn& view);
+naive::MhaGrads mha_varlen_bwd_reference(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                         const MhaVarlenOutputs& fwd,
+                                         const MhaVarlenGradInputs& gin);
+// Gradient tolerance (harness.cpp): relative to each tensor's largest reference magnitude.
+Tolerance grad_tolerance(DType dtype, double max_abs);
+::testing::AssertionResult check_mha_varlen_bwd(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                                const naive::MhaGrads& ref,
+                                                const MhaVarlenGrads& grads);
+void run_mha_varlen_bwd_cpu(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                            const MhaVarlenOutputs& fwd, const MhaVarlenGradInputs& gin,
+                            const MhaVarlenGrads& grads);
+
 }  // namespace flashmla::test

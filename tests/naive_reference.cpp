@@ -288,6 +288,101 @@ Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor&
   return res;
 }
 
+MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTensor& v,
+                        const HostTensor& dout, const HostTensor& out, const HostTensor* dlse,
+                        const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k,
+                        bool causal, double scale) {
+  const int64_t total_q = q.size(0), total_k = k.size(0);
+  const int h_q = static_cast<int>(q.size(1));
+  const int d_qk = static_cast<int>(q.size(2));
+  const int h_kv = static_cast<int>(k.size(1));
+  const int d_v = static_cast<int>(v.size(2));
+  const int group = h_q / h_kv;
+  const int64_t b = static_cast<int64_t>(cu_q.size()) - 1;
+
+  MhaGrads g;
+  g.dq.assign(total_q * h_q * d_qk, kNaN);
+  g.dk.assign(total_k * h_kv * d_qk, kNaN);
+  g.dv.assign(total_k * h_kv * d_v, kNaN);
+
+  for (int64_t r = 0; r < b; ++r) {
+    const int64_t q0 = cu_q[r], sq = cu_q[r + 1] - cu_q[r];
+    const int64_t k0 = cu_k[r], sk = cu_k[r + 1] - cu_k[r];
+    auto limit = [&](int64_t i) { return causal ? std::clamp<int64_t>(i + sk - sq + 1, 0, sk) : sk; };
+    for (int kvh = 0; kvh < h_kv; ++kvh) {
+      const int64_t rows = sq * group;  // row i * group + gi: query i, head kvh * group + gi
+      std::vector<double> keys(sk * d_qk), values(sk * d_v), qs(rows * d_qk), dos(rows * d_v);
+      for (int64_t j = 0; j < sk; ++j) {
+        const std::vector<double> kr = read_row(k, {k0 + j, kvh, 0}, d_qk);
+        const std::vector<double> vr = read_row(v, {k0 + j, kvh, 0}, d_v);
+        std::copy(kr.begin(), kr.end(), keys.begin() + j * d_qk);
+        std::copy(vr.begin(), vr.end(), values.begin() + j * d_v);
+      }
+      // Per row: its lse (recomputed) and delta = dout . out - dlse.
+      std::vector<double> lse(rows), delta(rows);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t row = 0; row < rows; ++row) {
+        const int64_t i = row / group, t = q0 + i;
+        const int h = kvh * group + static_cast<int>(row % group);
+        const std::vector<double> qv = read_row(q, {t, h, 0}, d_qk);
+        const std::vector<double> dv = read_row(dout, {t, h, 0}, d_v);
+        const std::vector<double> ov = read_row(out, {t, h, 0}, d_v);
+        std::copy(qv.begin(), qv.end(), qs.begin() + row * d_qk);
+        std::copy(dv.begin(), dv.end(), dos.begin() + row * d_v);
+        double m = -kInf;
+        std::vector<double> s(limit(i));
+        for (int64_t j = 0; j < limit(i); ++j) {
+          double dot = 0;
+          for (int c = 0; c < d_qk; ++c) dot += qv[c] * keys[j * d_qk + c];
+          s[j] = scale * dot;
+          m = std::max(m, s[j]);
+        }
+        double sum = 0;
+        for (double x : s) sum += std::exp(x - m);
+        lse[row] = s.empty() ? kInf : m + std::log(sum);
+        double d = 0;
+        for (int c = 0; c < d_v; ++c) d += dv[c] * ov[c];
+        delta[row] = d - (dlse ? dlse->get({h, t}) : 0.0);
+      }
+      // dS of (row, key j), or 0 where the row does not see the key; also P.
+      auto ds_of = [&](int64_t row, int64_t j, double* p) {
+        if (j >= limit(row / group)) return *p = 0.0;
+        double s = 0, dp = 0;
+        for (int c = 0; c < d_qk; ++c) s += qs[row * d_qk + c] * keys[j * d_qk + c];
+        for (int c = 0; c < d_v; ++c) dp += dos[row * d_v + c] * values[j * d_v + c];
+        *p = std::exp(scale * s - lse[row]);
+        return *p * (dp - delta[row]);
+      };
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t row = 0; row < rows; ++row) {
+        const int64_t t = q0 + row / group;
+        const int h = kvh * group + static_cast<int>(row % group);
+        double* dq = &g.dq[(t * h_q + h) * d_qk];
+        std::fill(dq, dq + d_qk, 0.0);
+        for (int64_t j = 0; j < sk; ++j) {
+          double p;
+          const double ds = ds_of(row, j, &p);
+          for (int c = 0; c < d_qk; ++c) dq[c] += scale * ds * keys[j * d_qk + c];
+        }
+      }
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t j = 0; j < sk; ++j) {
+        double* dk = &g.dk[((k0 + j) * h_kv + kvh) * d_qk];
+        double* dv = &g.dv[((k0 + j) * h_kv + kvh) * d_v];
+        std::fill(dk, dk + d_qk, 0.0);
+        std::fill(dv, dv + d_v, 0.0);
+        for (int64_t row = 0; row < rows; ++row) {
+          double p;
+          const double ds = ds_of(row, j, &p);
+          for (int c = 0; c < d_qk; ++c) dk[c] += scale * ds * qs[row * d_qk + c];
+          for (int c = 0; c < d_v; ++c) dv[c] += p * dos[row * d_v + c];
+        }
+      }
+    }
+  }
+  return g;
+}
+
 // ---- FP8 quantizer ------------------------------------------------------------------------------
 
 double e4m3_value(int code) {

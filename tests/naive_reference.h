@@ -81,6 +81,19 @@ Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor&
                      const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k,
                      bool causal, double scale);
 
+// Gradients of mha_varlen's out and lse: dq [total_q, h_q, d_qk], dk [total_k, h_kv, d_qk],
+// dv [total_k, h_kv, d_v], from dout [total_q, h_q, d_v] and, optionally, dlse [h_q, total_q]
+// (null: zero). delta = dout . out uses the given `out` (what a backward kernel gets from the
+// forward), while P is recomputed in float64. Rows outside every sequence are NaN ("not
+// compared"); keys no query sees get 0.
+struct MhaGrads {
+  std::vector<double> dq, dk, dv;
+};
+MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTensor& v,
+                        const HostTensor& dout, const HostTensor& out, const HostTensor* dlse,
+                        const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k,
+                        bool causal, double scale);
+
 // ---- FP8 quantizer, written independently from SPEC.md §3 ----
 // Value of an e4m3 ("fn") code from the format's definition: 1 sign, 4 exponent bits (bias 7),
 // 3 mantissa bits, subnormals at exponent 0 (m * 2^-9), S.1111.111 is NaN, no infinities.

@@ -555,6 +555,74 @@ TEST_F(MhaVarlenBadInput, BadOffsetsAndMaxLengths) {
   MHA_BAD(p.max_seqlen_q = -1, "max_seqlen_q", kValue);
 }
 
+class MhaVarlenBwdBadInput : public MhaVarlenBadInput {
+ protected:
+  MhaVarlenGradInputs gin = [this] {
+    c.id = 1;  // odd: with a dlse
+    return make_mha_varlen_grad_inputs(c, in, rng);
+  }();
+  MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
+
+  MhaVarlenBwdParams valid_bwd() const {
+    return mha_varlen_bwd_params(c, in, out, gin, grads, host_view);
+  }
+};
+
+#define MHA_BWD_BAD(mutation, name, kind)                                        \
+  do {                                                                           \
+    MhaVarlenBwdParams p = valid_bwd();                                          \
+    mutation;                                                                    \
+    EXPECT_TRUE(throws_argument_error([&] { mha_varlen_bwd(p); }, {name}, kind)) \
+        << "after: " #mutation;                                                  \
+  } while (0)
+
+TEST_F(MhaVarlenBwdBadInput, ValidProblemRuns) {
+  ASSERT_TRUE(valid_bwd().dlse.defined());
+  EXPECT_NO_THROW(mha_varlen_bwd(valid_bwd()));
+  MhaVarlenBwdParams no_dlse = valid_bwd();
+  no_dlse.dlse = TensorView{};
+  EXPECT_NO_THROW(mha_varlen_bwd(no_dlse));
+}
+
+TEST_F(MhaVarlenBwdBadInput, TensorsAndShapes) {
+  // Its own tensors...
+  MHA_BWD_BAD(p.dout = TensorView{}, "dout", kValue);
+  MHA_BWD_BAD(p.out = with_rank(p.out, 2), "out", kValue);
+  MHA_BWD_BAD(p.lse = TensorView{}, "lse", kValue);
+  MHA_BWD_BAD(p.dlse = with_rank(p.dlse, 3), "dlse", kValue);
+  MHA_BWD_BAD(p.dq = TensorView{}, "dq", kValue);
+  MHA_BWD_BAD(p.dk = with_rank(p.dk, 4), "dk", kValue);
+  MHA_BWD_BAD(p.dv = TensorView{}, "dv", kValue);
+  MHA_BWD_BAD(p.dout = on_cuda(p.dout), "dout", kValue);
+  MHA_BWD_BAD(p.dlse = on_cuda(p.dlse), "dlse", kValue);
+  MHA_BWD_BAD(p.dk = on_cuda(p.dk), "dk", kValue);
+  MHA_BWD_BAD(p.dout = with_dtype(p.dout, DType::kFloat16), "dout", kType);
+  MHA_BWD_BAD(p.out = with_dtype(p.out, DType::kFloat32), "out", kType);
+  MHA_BWD_BAD(p.lse = with_dtype(p.lse, DType::kBFloat16), "lse", kType);
+  MHA_BWD_BAD(p.dlse = with_dtype(p.dlse, DType::kFloat16), "dlse", kType);
+  MHA_BWD_BAD(p.dq = with_dtype(p.dq, DType::kFloat16), "dq", kType);
+  MHA_BWD_BAD(p.dk = with_dtype(p.dk, DType::kFloat32), "dk", kType);
+  MHA_BWD_BAD(p.dv = with_dtype(p.dv, DType::kFloat16), "dv", kType);
+  MHA_BWD_BAD(p.dout = with_stride(p.dout, 2, 2), "dout", kValue);
+  MHA_BWD_BAD(p.dq = with_stride(p.dq, 2, 3), "dq", kValue);
+  MHA_BWD_BAD(p.dout = with_dim(p.dout, 0, 7), "dout", kValue);
+  MHA_BWD_BAD(p.out = with_dim(p.out, 1, 2), "out", kValue);
+  MHA_BWD_BAD(p.lse = with_dim(p.lse, 1, 9), "lse", kValue);
+  MHA_BWD_BAD(p.dlse = with_dim(p.dlse, 0, 2), "dlse", kValue);
+  MHA_BWD_BAD(p.dq = with_dim(p.dq, 2, 128 + 64), "dq", kValue);
+  MHA_BWD_BAD(p.dk = with_dim(p.dk, 1, 4), "dk", kValue);  // h_kv is 2
+  MHA_BWD_BAD(p.dv = with_dim(p.dv, 0, 11), "dv", kValue);
+  // ...and the inputs it shares with the forward.
+  MHA_BWD_BAD(p.q = TensorView{}, "q", kValue);
+  MHA_BWD_BAD(p.k = with_dtype(p.k, DType::kFloat16), "k", kType);
+  MHA_BWD_BAD(p.v = with_dim(p.v, 2, 64), "v", kValue);
+  MHA_BWD_BAD(p.cu_seqlens_k = with_dim(p.cu_seqlens_k, 0, 2), "cu_seqlens_k", kValue);
+  for (float s : {kNaNF, 0.0f, -2.0f}) MHA_BWD_BAD(p.softmax_scale = s, "softmax_scale", kValue);
+  const HostTensor q_past_end = int32_tensor({0, 3, 9});
+  MHA_BWD_BAD(p.cu_seqlens_q = q_past_end.view(), "cu_seqlens_q", kValue);
+  MHA_BWD_BAD(p.max_seqlen_k = 5, "max_seqlen_k", kValue);  // a sequence of 6
+}
+
 // ---- FP8 codecs -------------------------------------------------------------------------------
 
 class KVCodecBadInput : public ::testing::Test {

@@ -21,7 +21,7 @@ TEST(DescribeBackends, NamesEveryOperationOfEachBackend) {
   const std::string text = describe_backends();
   const std::string cpu = line_starting(text, "  cpu:");
   for (const char* op : {"dense_decode", "sparse_decode (V3.2, MODEL1)", "sparse_prefill",
-                         "mha_varlen_fwd", "kv_quantize", "kv_dequantize"})
+                         "mha_varlen_fwd", "mha_varlen_bwd", "kv_quantize", "kv_dequantize"})
     EXPECT_NE(cpu.find(op), std::string::npos) << op << " missing from: " << cpu;
   if (!built_with_cuda()) {
     EXPECT_NE(text.find("cuda: not built"), std::string::npos) << text;
@@ -31,7 +31,8 @@ TEST(DescribeBackends, NamesEveryOperationOfEachBackend) {
   for (const char* op : {"dense_decode", "sparse_decode (V3.2, MODEL1)", "sparse_prefill",
                          "kv_quantize", "kv_dequantize"})
     EXPECT_NE(cuda.find(op), std::string::npos) << op << " missing from: " << cuda;
-  EXPECT_EQ(cuda.find("mha_varlen_fwd"), std::string::npos) << "no CUDA kernel yet: " << cuda;
+  for (const char* op : {"mha_varlen_fwd", "mha_varlen_bwd"})
+    EXPECT_EQ(cuda.find(op), std::string::npos) << "no CUDA kernel yet: " << cuda;
 }
 
 }  // namespace

@@ -32,6 +32,7 @@ void sparse_prefill(const SparsePrefillParams& params, Stream stream = nullptr);
 
 // --- dense prefill ---
 void mha_varlen_fwd(const MhaVarlenFwdParams& params, Stream stream = nullptr);
+void mha_varlen_bwd(const MhaVarlenBwdParams& params, Stream stream = nullptr);
 
 // --- FP8 KV cache codecs ---
 void kv_quantize(const KVQuantizeParams& params, Stream stream = nullptr);

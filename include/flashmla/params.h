@@ -116,6 +116,33 @@ struct MhaVarlenFwdParams {
   TensorView lse;            // [h_q, total_q] float32 (any strides), +inf where nothing attended
 };
 
+// Dense MHA prefill, backward: the gradients of mha_varlen_fwd's out (and optionally lse) with
+// respect to q, k and v, from the forward's own out and lse (flash_attn's varlen backward).
+// With P = softmax(scale * q k^T) per row (causal as in the forward), D_i = dout_i . out_i:
+//   dS_ij = P_ij (dout_i . v_j - D_i + dlse_i),  dq_i = scale sum_j dS_ij k_j,
+//   dk_j = scale sum_i dS_ij q_i,  dv_j = sum_i P_ij dout_i
+// (sums over the query heads that share a kv head for dk and dv). Rows that attended nothing
+// (lse = +inf), rows of q / k / v outside every sequence and keys no query sees get exact zeros.
+struct MhaVarlenBwdParams {
+  TensorView dout;           // [total_q, h_q, d_v], q's dtype: the gradient of out
+  TensorView q;              // [total_q, h_q, d_qk] bf16 | fp16; d_qk in {128, 192}
+  TensorView k;              // [total_k, h_kv, d_qk], q's dtype; h_q % h_kv == 0
+  TensorView v;              // [total_k, h_kv, d_v], q's dtype; d_v = 128
+  TensorView out;            // [total_q, h_q, d_v], q's dtype: mha_varlen_fwd's out
+  TensorView lse;            // [h_q, total_q] float32 (any strides): mha_varlen_fwd's lse
+  TensorView dlse;           // optional [h_q, total_q] float32 (any strides): the gradient of lse
+                             // (FlashMLA ignores it; absent means zero)
+  TensorView cu_seqlens_q;   // [b + 1] int32, as in the forward
+  TensorView cu_seqlens_k;   // [b + 1] int32
+  int max_seqlen_q = 0;      // >= every s_q (checked on the CPU)
+  int max_seqlen_k = 0;
+  std::optional<float> softmax_scale;  // default d_qk^-0.5; the forward's value
+  bool causal = false;
+  TensorView dq;             // [total_q, h_q, d_qk], q's dtype, written
+  TensorView dk;             // [total_k, h_kv, d_qk], q's dtype, written
+  TensorView dv;             // [total_k, h_kv, d_v], q's dtype, written
+};
+
 // ---------------------------------------------------------------------------------------------
 // FP8 KV cache codecs (SPEC.md §3): bf16 paged cache <-> FP8 layout, byte-exact on every backend.
 struct KVQuantizeParams {

@@ -118,6 +118,28 @@ def mha_varlen_fwd(empty: Empty, stream: int, q: Any, k: Any, v: Any, cu_seqlens
     return out, lse
 
 
+def mha_varlen_bwd(empty: Empty, stream: int, dout: Any, q: Any, k: Any, v: Any, out: Any,
+                   lse: Any, dlse: Any, cu_seqlens_q: Any, cu_seqlens_k: Any,
+                   max_seqlen_q: int, max_seqlen_k: int, softmax_scale: Optional[float],
+                   causal: bool, dq: Any = None, dk: Any = None,
+                   dv: Any = None) -> Tuple[Any, Any, Any]:
+    """Returns (dq, dk, dv): the caller's arrays where given, else new ones shaped like q, k, v.
+    lse and dlse (None: zero) are [h_q, total_q], any strides."""
+    def like(x: Any, given: Any) -> Any:
+        if given is not None:
+            return given
+        xd = dims(x, 3)
+        return empty(xd if xd is not None else (0,), _act_dtype(q))
+
+    dq, dk, dv = like(q, dq), like(k, dk), like(v, dv)
+    _C.mha_varlen_bwd(to_binding(dout), to_binding(q), to_binding(k), to_binding(v),
+                      to_binding(out), to_binding(lse), to_binding(dlse),
+                      to_binding(cu_seqlens_q), to_binding(cu_seqlens_k), int(max_seqlen_q),
+                      int(max_seqlen_k), softmax_scale, causal, to_binding(dq), to_binding(dk),
+                      to_binding(dv), stream)
+    return dq, dk, dv
+
+
 def kv_quantize(layout: str, k_cache: Any, quant_cache: Any, stream: int) -> None:
     _C.kv_quantize(layout, to_binding(k_cache), to_binding(quant_cache), stream)
 

@@ -229,14 +229,49 @@ def _(quant_cache, k_cache, layout) -> None:
     return None
 
 
+def _mha_varlen_bwd_impl(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor,
+                         dlse: Optional[Tensor], cu_seqlens_q: Tensor, cu_seqlens_k: Tensor,
+                         max_seqlen_q: int, max_seqlen_k: int, softmax_scale: Optional[float],
+                         causal: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    return _ops.mha_varlen_bwd(_empty_on(q), torch_stream(q), dout, q, k, v, out, lse, dlse,
+                               cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                               softmax_scale, causal)
+
+
+mha_varlen_bwd = torch.library.custom_op(
+    f"{_NS}::mha_varlen_bwd", mutates_args=())(_mha_varlen_bwd_impl)
+
+
+@mha_varlen_bwd.register_fake
+def _(dout, q, k, v, out, lse, dlse, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+      softmax_scale, causal):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
 def _mha_varlen_setup_context(ctx, inputs, output) -> None:
-    pass
+    q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, softmax_scale, causal = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k)
+    ctx.args = (max_seqlen_q, max_seqlen_k, softmax_scale, causal)
+
+
+def _last_dim_contiguous(x: Optional[Tensor]) -> Optional[Tensor]:
+    # Upstream gradients may be expanded views (e.g. of a sum): the kernels need a unit stride
+    # on the last dimension.
+    if x is None or x.dim() == 0 or x.stride(-1) == 1 or x.shape[-1] == 1:
+        return x
+    return x.contiguous()
 
 
 def _mha_varlen_backward(ctx, grad_out, grad_lse):
-    raise NotImplementedError(
-        "flash_attn_varlen_func: the backward pass (dq, dk, dv) has no kernel in flashmla yet on "
-        "any device; only the forward pass is implemented")
+    """Gradients for q, k and v (none for the offsets, lengths, scale and flag). Unlike
+    FlashMLA, whose backward ignores it, the gradient of lse is honoured."""
+    q, k, v, out, lse, cu_seqlens_q, cu_seqlens_k = ctx.saved_tensors
+    if grad_out is None:
+        grad_out = torch.zeros_like(out)
+    dq, dk, dv = mha_varlen_bwd(_last_dim_contiguous(grad_out.to(out.dtype)), q, k, v, out, lse,
+                                grad_lse, cu_seqlens_q, cu_seqlens_k, *ctx.args)
+    return dq, dk, dv, None, None, None, None, None, None
 
 
 mha_varlen_fwd.register_autograd(_mha_varlen_backward, setup_context=_mha_varlen_setup_context)
@@ -251,6 +286,7 @@ _IMPLS = {
     "sparse_prefill": _sparse_prefill_impl,
     "sparse_prefill_out": _sparse_prefill_out_impl,
     "mha_varlen_fwd": _mha_varlen_fwd_impl,
+    "mha_varlen_bwd": _mha_varlen_bwd_impl,
     "kv_quantize": _kv_quantize_impl,
     "kv_dequantize": _kv_dequantize_impl,
 }

@@ -34,7 +34,7 @@ from typing import Any, Optional, Tuple
 
 from . import _C, _ops
 from ._arrays import (I32, argument_error, as_torch_args, have_torch, is_torch,
-                      normalize_inputs, np_empty, public_argument_names)
+                      normalize_inputs, np_empty, public_argument_names, torch_stream)
 
 if have_torch():
     import torch
@@ -419,6 +419,70 @@ def _varlen(q, k, v, cu_seqlens_qo, cu_seqlens_kv, max_seqlen_qo, max_seqlen_kv,
 
 _VARLEN_NAMES = {"cu_seqlens_q": "cu_seqlens_qo", "cu_seqlens_k": "cu_seqlens_kv",
                  "max_seqlen_q": "max_seqlen_qo", "max_seqlen_k": "max_seqlen_kv"}
+_VARLEN_BWD_NAMES = dict(_VARLEN_NAMES, dout="do")
+
+
+def _transposed(x: Tensor) -> Tensor:
+    return None if x is None else x.T
+
+
+def _flash_attn_varlen_backward(
+    do: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    out: Tensor,
+    lse: Tensor,
+    cu_seqlens_qo: Tensor,
+    cu_seqlens_kv: Tensor,
+    max_seqlen_qo: int,
+    max_seqlen_kv: int,
+    dq: Optional[Tensor] = None,
+    dk: Optional[Tensor] = None,
+    dv: Optional[Tensor] = None,
+    causal: bool = False,
+    softmax_scale: Optional[float] = None,
+    is_varlen: bool = True,
+    dlse: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """The backward of ``flash_attn_varlen_func`` (FlashMLA's function of the same name; what
+    autograd calls for torch tensors), on any device with a kernel (the CPU today).
+
+    Arguments:
+        do: [total_q, h_q, 128], the gradient of ``out``, in q's dtype.
+        q, k, v, cu_seqlens_qo, cu_seqlens_kv, max_seqlen_qo, max_seqlen_kv, causal,
+            softmax_scale: as given to the forward.
+        out, lse: the forward's results (lse [total_q, h_q] as the forward returns it).
+        dq, dk, dv: optional outputs to write (shaped like q, k, v, in q's dtype).
+        dlse: optional [total_q, h_q] float32 gradient of ``lse`` (not in FlashMLA, whose
+            backward ignores it); None means zero.
+        is_varlen: accepted for compatibility.
+    Grouped-query attention (h_kv < h_q) is supported (FlashMLA's SM100 backward is not).
+
+    Returns:
+        (dq, dk, dv) in q's dtype. Rows of q / k / v outside every sequence, queries that
+        attended nothing and keys no query sees get zeros.
+    """
+    del is_varlen
+    op = "flash_attn_varlen_func"
+    do, q, k, v, out, lse, cu_seqlens_qo, cu_seqlens_kv, dlse = normalize_inputs(
+        do, q, k, v, out, lse, cu_seqlens_qo, cu_seqlens_kv, dlse)
+    qd = _shape(q, 3)
+    if softmax_scale is None and qd is not None:
+        softmax_scale = qd[2] ** -0.5
+    with public_argument_names(_VARLEN_BWD_NAMES):
+        if is_torch(q) and dq is None and dk is None and dv is None:
+            a = as_torch_args(op, dict(dout=do, q=q, k=k, v=v, out=out, lse=_transposed(lse),
+                                       dlse=_transposed(dlse), cu_seqlens_q=cu_seqlens_qo,
+                                       cu_seqlens_k=cu_seqlens_kv), optional=("dlse",))
+            return _torch_ops.call("mha_varlen_bwd", *a.values(), int(max_seqlen_qo),
+                                   int(max_seqlen_kv), softmax_scale, bool(causal))
+        empty = _torch_ops._empty_on(q) if is_torch(q) else np_empty
+        stream = torch_stream(q) if is_torch(q) else 0
+        return _ops.mha_varlen_bwd(empty, stream, do, q, k, v, out, _transposed(lse),
+                                   _transposed(dlse), cu_seqlens_qo, cu_seqlens_kv,
+                                   int(max_seqlen_qo), int(max_seqlen_kv), softmax_scale,
+                                   bool(causal), dq, dk, dv)
 
 
 def flash_attn_varlen_func(
@@ -435,8 +499,8 @@ def flash_attn_varlen_func(
     deterministic: bool = False,
     is_varlen: bool = True,
 ) -> Tuple[Tensor, Tensor]:
-    """Dense MHA prefill over variable-length sequences (forward; backward raises
-    NotImplementedError).
+    """Dense MHA prefill over variable-length sequences. For torch tensors that require grad,
+    autograd runs ``_flash_attn_varlen_backward`` (the gradients of out and of lse).
 
     Arguments:
         q: [total_q, h_q, d_qk] bfloat16/float16, d_qk in {128, 192}.
@@ -445,7 +509,8 @@ def flash_attn_varlen_func(
         max_seqlen_qo, max_seqlen_kv: upper bounds of the sequence lengths.
         dropout_p: must be 0.0. softmax_scale: default d_qk ** -0.5.
         causal: bottom-right aligned (query i sees keys j <= i + s_k - s_q).
-        deterministic, is_varlen: accepted for compatibility (the forward is deterministic).
+        deterministic, is_varlen: accepted for compatibility (forward and backward are
+            deterministic).
 
     Returns:
         out [total_q, h_q, 128] in q's dtype; lse [total_q, h_q] float32 (a transposed view of

@@ -249,6 +249,33 @@ void py_mha_varlen_fwd(nb::handle q, nb::handle k, nb::handle v, nb::handle cu_s
   mha_varlen_fwd(p, as_stream(stream));
 }
 
+void py_mha_varlen_bwd(nb::handle dout, nb::handle q, nb::handle k, nb::handle v, nb::handle out,
+                       nb::handle lse, nb::handle dlse, nb::handle cu_seqlens_q,
+                       nb::handle cu_seqlens_k, int max_seqlen_q, int max_seqlen_k,
+                       std::optional<float> softmax_scale, bool causal, nb::handle dq,
+                       nb::handle dk, nb::handle dv, uintptr_t stream) {
+  ArgTensors args("mha_varlen_bwd");
+  MhaVarlenBwdParams p;
+  p.dout = args.view(dout, "dout", "q's dtype");
+  p.q = args.view(q, "q", "bfloat16 or float16");
+  p.k = args.view(k, "k", "q's dtype");
+  p.v = args.view(v, "v", "q's dtype");
+  p.out = args.view(out, "out", "q's dtype");
+  p.lse = args.view(lse, "lse", "float32");
+  p.dlse = args.view(dlse, "dlse", "float32");
+  p.cu_seqlens_q = args.view(cu_seqlens_q, "cu_seqlens_q", "int32");
+  p.cu_seqlens_k = args.view(cu_seqlens_k, "cu_seqlens_k", "int32");
+  p.max_seqlen_q = max_seqlen_q;
+  p.max_seqlen_k = max_seqlen_k;
+  p.softmax_scale = softmax_scale;
+  p.causal = causal;
+  p.dq = args.view(dq, "dq", "q's dtype");
+  p.dk = args.view(dk, "dk", "q's dtype");
+  p.dv = args.view(dv, "dv", "q's dtype");
+  nb::gil_scoped_release release;
+  mha_varlen_bwd(p, as_stream(stream));
+}
+
 // ---- FP8 KV cache codecs ----
 
 void py_kv_quantize(const std::string& layout, nb::handle k_cache, nb::handle quant_cache,
@@ -331,6 +358,12 @@ NB_MODULE(_C, m) {
         nb::arg("cu_seqlens_q").none(), nb::arg("cu_seqlens_k").none(), nb::arg("max_seqlen_q"),
         nb::arg("max_seqlen_k"), nb::arg("softmax_scale").none(), nb::arg("causal"),
         nb::arg("out").none(), nb::arg("lse").none(), nb::arg("stream"));
+  m.def("mha_varlen_bwd", &py_mha_varlen_bwd, nb::arg("dout").none(), nb::arg("q").none(),
+        nb::arg("k").none(), nb::arg("v").none(), nb::arg("out").none(), nb::arg("lse").none(),
+        nb::arg("dlse").none(), nb::arg("cu_seqlens_q").none(), nb::arg("cu_seqlens_k").none(),
+        nb::arg("max_seqlen_q"), nb::arg("max_seqlen_k"), nb::arg("softmax_scale").none(),
+        nb::arg("causal"), nb::arg("dq").none(), nb::arg("dk").none(), nb::arg("dv").none(),
+        nb::arg("stream"));
   m.def("kv_quantize", &py_kv_quantize, nb::arg("layout"), nb::arg("k_cache").none(),
         nb::arg("quant_cache").none(), nb::arg("stream"));
   m.def("kv_dequantize", &py_kv_dequantize, nb::arg("layout"), nb::arg("quant_cache").none(),

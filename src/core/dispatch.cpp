@@ -133,6 +133,12 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& params, Stream) {
   no_cuda_kernel("mha_varlen_fwd", params.q.device);
 }
 
+void mha_varlen_bwd(const MhaVarlenBwdParams& params, Stream) {
+  const MhaVarlenProblem pb = validate_mha_varlen_bwd(params);
+  if (params.q.device.is_cpu()) return cpu::mha_varlen_bwd(params, pb);
+  no_cuda_kernel("mha_varlen_bwd", params.q.device);
+}
+
 // ---- FP8 codecs ----
 
 void kv_quantize(const KVQuantizeParams& params, Stream stream) {
@@ -167,7 +173,7 @@ std::string describe_backends() {
   std::string s = "flashmla backends\n";
   s += "  cpu: " + std::to_string(cpu::num_threads()) +
        " threads; dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, mha_varlen_fwd, "
-       "kv_quantize, kv_dequantize\n";
+       "mha_varlen_bwd, kv_quantize, kv_dequantize\n";
 #if FLASHMLA_WITH_CUDA
   s += "  cuda (sm_90a kernels): dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, "
        "kv_quantize, kv_dequantize\n";

@@ -536,102 +536,187 @@ SparsePrefillProblem validate_sparse_prefill(const SparsePrefillParams& p) {
 }
 
 // ---- dense MHA prefill ------------------------------------------------------------------------
+//
+// mha_varlen_fwd and mha_varlen_bwd share their inputs (q, k, v, the offsets, the lengths and the
+// scale); each op runs these checks stage by stage, its own tensors beside them.
 
-MhaVarlenProblem validate_mha_varlen_fwd(const MhaVarlenFwdParams& p) {
-  const Checker c("mha_varlen_fwd");
-  c.present(p.q, "q");
-  c.rank(p.q, "q", 3, "[total_q, h_q, d_qk]");
-  c.present(p.k, "k");
-  c.rank(p.k, "k", 3, "[total_k, h_kv, d_qk]");
-  c.present(p.v, "v");
-  c.rank(p.v, "v", 3, "[total_k, h_kv, d_v]");
-  c.present(p.cu_seqlens_q, "cu_seqlens_q");
-  c.rank(p.cu_seqlens_q, "cu_seqlens_q", 1, "[b + 1]");
-  c.present(p.cu_seqlens_k, "cu_seqlens_k");
-  c.rank(p.cu_seqlens_k, "cu_seqlens_k", 1, "[b + 1]");
-  c.present(p.out, "out");
-  c.rank(p.out, "out", 3, "[total_q, h_q, d_v]");
-  c.present(p.lse, "lse");
-  c.rank(p.lse, "lse", 2, "[h_q, total_q]");
+namespace {
 
-  const Device dev = p.q.device;
-  check_devices_and_layouts(c, dev,
-                            {{&p.k, "k"}, {&p.v, "v"}, {&p.cu_seqlens_q, "cu_seqlens_q"},
-                             {&p.cu_seqlens_k, "cu_seqlens_k"}, {&p.out, "out"}, {&p.lse, "lse"}});
-  c.dtype(p.q, "q", {DType::kBFloat16, DType::kFloat16});
-  c.dtype(p.k, "k", {p.q.dtype});
-  c.dtype(p.v, "v", {p.q.dtype});
-  c.dtype(p.cu_seqlens_q, "cu_seqlens_q", {DType::kInt32});
-  c.dtype(p.cu_seqlens_k, "cu_seqlens_k", {DType::kInt32});
-  c.dtype(p.out, "out", {p.q.dtype});
-  c.dtype(p.lse, "lse", {DType::kFloat32});
-  // lse may be the transposed view FlashMLA allocates, so only its strides' signs matter.
-  check_layouts(c, {{&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.cu_seqlens_q, "cu_seqlens_q"},
-                    {&p.cu_seqlens_k, "cu_seqlens_k"}, {&p.out, "out"}});
-  for (int i = 0; i < p.lse.rank; ++i)
-    if (p.lse.stride[i] < 0 || p.lse.shape[i] < 0)
-      c.fail("lse", ErrorKind::kValue, "has a negative stride or dimension");
-  if (p.lse.numel() > 0 && p.lse.data == nullptr)
-    c.fail("lse", ErrorKind::kValue, "has a null data pointer but shape " + p.lse.shape_str());
+struct VarlenInputs {
+  const TensorView &q, &k, &v, &cu_q, &cu_k;
+  int max_q, max_k;
+  const std::optional<float>& scale;
+};
 
+void varlen_present(const Checker& c, const VarlenInputs& in) {
+  c.present(in.q, "q");
+  c.rank(in.q, "q", 3, "[total_q, h_q, d_qk]");
+  c.present(in.k, "k");
+  c.rank(in.k, "k", 3, "[total_k, h_kv, d_qk]");
+  c.present(in.v, "v");
+  c.rank(in.v, "v", 3, "[total_k, h_kv, d_v]");
+  c.present(in.cu_q, "cu_seqlens_q");
+  c.rank(in.cu_q, "cu_seqlens_q", 1, "[b + 1]");
+  c.present(in.cu_k, "cu_seqlens_k");
+  c.rank(in.cu_k, "cu_seqlens_k", 1, "[b + 1]");
+}
+
+void varlen_dtypes(const Checker& c, const VarlenInputs& in) {
+  c.dtype(in.q, "q", {DType::kBFloat16, DType::kFloat16});
+  c.dtype(in.k, "k", {in.q.dtype});
+  c.dtype(in.v, "v", {in.q.dtype});
+  c.dtype(in.cu_q, "cu_seqlens_q", {DType::kInt32});
+  c.dtype(in.cu_k, "cu_seqlens_k", {DType::kInt32});
+}
+
+// An lse-like float32 [h_q, total_q] tensor may be the transposed view FlashMLA allocates, so
+// only its strides' signs matter.
+void any_strides(const Checker& c, const TensorView& t, const char* arg) {
+  for (int i = 0; i < t.rank; ++i)
+    if (t.stride[i] < 0 || t.shape[i] < 0)
+      c.fail(arg, ErrorKind::kValue, "has a negative stride or dimension");
+  if (t.numel() > 0 && t.data == nullptr)
+    c.fail(arg, ErrorKind::kValue, "has a null data pointer but shape " + t.shape_str());
+}
+
+MhaVarlenProblem varlen_shapes(const Checker& c, const VarlenInputs& in) {
   MhaVarlenProblem pb{};
-  pb.total_q = p.q.shape[0];
-  pb.h_q = static_cast<int>(p.q.shape[1]);
-  pb.d_qk = static_cast<int>(p.q.shape[2]);
+  pb.total_q = in.q.shape[0];
+  pb.h_q = static_cast<int>(in.q.shape[1]);
+  pb.d_qk = static_cast<int>(in.q.shape[2]);
   c.at_least("q", "h_q (dim 1)", pb.h_q, 1);
   if (pb.d_qk != 128 && pb.d_qk != 192)
     c.fail("q", ErrorKind::kValue,
            "expected head dim d_qk (dim 2) 128 or 192, got " + std::to_string(pb.d_qk));
-  pb.total_k = p.k.shape[0];
-  pb.h_kv = static_cast<int>(p.k.shape[1]);
+  pb.total_k = in.k.shape[0];
+  pb.h_kv = static_cast<int>(in.k.shape[1]);
   c.at_least("k", "h_kv (dim 1)", pb.h_kv, 1);
   if (pb.h_q % pb.h_kv != 0)
     c.fail("k", ErrorKind::kValue,
            "expected h_kv (dim 1) to divide h_q = " + std::to_string(pb.h_q) + ", got h_kv = " +
                std::to_string(pb.h_kv));
-  if (p.k.shape[2] != pb.d_qk)
+  if (in.k.shape[2] != pb.d_qk)
     c.fail("k", ErrorKind::kValue,
            "expected head dim (dim 2) = d_qk of q = " + std::to_string(pb.d_qk) + ", got shape " +
-               p.k.shape_str());
-  pb.d_v = static_cast<int>(p.v.shape[2]);
+               in.k.shape_str());
+  pb.d_v = static_cast<int>(in.v.shape[2]);
   if (pb.d_v != 128)
     c.fail("v", ErrorKind::kValue, "expected head dim d_v (dim 2) 128, got " +
                                        std::to_string(pb.d_v));
-  if (p.v.shape[0] != pb.total_k || p.v.shape[1] != pb.h_kv)
+  if (in.v.shape[0] != pb.total_k || in.v.shape[1] != pb.h_kv)
     c.fail("v", ErrorKind::kValue,
            "expected shape [total_k, h_kv, d_v] = [" + std::to_string(pb.total_k) + ", " +
-               std::to_string(pb.h_kv) + ", 128] (matching k), got " + p.v.shape_str());
-  c.at_least("cu_seqlens_q", "length b + 1", p.cu_seqlens_q.shape[0], 2);
-  pb.b = p.cu_seqlens_q.shape[0] - 1;
-  c.shape(p.cu_seqlens_k, "cu_seqlens_k", {pb.b + 1}, "[b + 1]");
+               std::to_string(pb.h_kv) + ", 128] (matching k), got " + in.v.shape_str());
+  c.at_least("cu_seqlens_q", "length b + 1", in.cu_q.shape[0], 2);
+  pb.b = in.cu_q.shape[0] - 1;
+  c.shape(in.cu_k, "cu_seqlens_k", {pb.b + 1}, "[b + 1]");
+  c.at_least("max_seqlen_q", "max_seqlen_q", in.max_q, 0);
+  c.at_least("max_seqlen_k", "max_seqlen_k", in.max_k, 0);
+  pb.scale = c.scale(in.scale, "softmax_scale", pb.d_qk);
+  pb.is_fp16 = in.q.dtype == DType::kFloat16;
+  return pb;
+}
+
+// The offsets' values, when host-resident: start at 0, non-decreasing, within the tensors, no
+// sequence longer than its max_seqlen.
+void varlen_offsets(const Checker& c, const VarlenInputs& in, const MhaVarlenProblem& pb) {
+  if (!in.q.device.is_cpu()) return;
+  auto check_cu = [&](const TensorView& cu, const char* arg, int64_t total, int max_len,
+                      const char* max_arg) {
+    if (at(cu, 0) != 0)
+      c.fail(arg, ErrorKind::kValue, "expected element 0 to be 0, got " +
+                                         std::to_string(at(cu, 0)));
+    for (int64_t r = 0; r < pb.b; ++r) {
+      const int32_t lo = at(cu, r), hi = at(cu, r + 1);
+      if (hi < lo || hi > total)
+        c.fail(arg, ErrorKind::kValue,
+               "expected non-decreasing offsets <= " + std::to_string(total) + ", got [" +
+                   std::to_string(r) + "] = " + std::to_string(lo) + ", [" +
+                   std::to_string(r + 1) + "] = " + std::to_string(hi));
+      if (hi - lo > max_len)
+        c.fail(max_arg, ErrorKind::kValue,
+               "is " + std::to_string(max_len) + " but sequence " + std::to_string(r) +
+                   " has length " + std::to_string(hi - lo));
+    }
+  };
+  check_cu(in.cu_q, "cu_seqlens_q", pb.total_q, in.max_q, "max_seqlen_q");
+  check_cu(in.cu_k, "cu_seqlens_k", pb.total_k, in.max_k, "max_seqlen_k");
+}
+
+}  // namespace
+
+MhaVarlenProblem validate_mha_varlen_fwd(const MhaVarlenFwdParams& p) {
+  const Checker c("mha_varlen_fwd");
+  const VarlenInputs in{p.q, p.k, p.v, p.cu_seqlens_q, p.cu_seqlens_k,
+                        p.max_seqlen_q, p.max_seqlen_k, p.softmax_scale};
+  varlen_present(c, in);
+  c.present(p.out, "out");
+  c.rank(p.out, "out", 3, "[total_q, h_q, d_v]");
+  c.present(p.lse, "lse");
+  c.rank(p.lse, "lse", 2, "[h_q, total_q]");
+
+  check_devices_and_layouts(c, p.q.device,
+                            {{&p.k, "k"}, {&p.v, "v"}, {&p.cu_seqlens_q, "cu_seqlens_q"},
+                             {&p.cu_seqlens_k, "cu_seqlens_k"}, {&p.out, "out"}, {&p.lse, "lse"}});
+  varlen_dtypes(c, in);
+  c.dtype(p.out, "out", {p.q.dtype});
+  c.dtype(p.lse, "lse", {DType::kFloat32});
+  check_layouts(c, {{&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.cu_seqlens_q, "cu_seqlens_q"},
+                    {&p.cu_seqlens_k, "cu_seqlens_k"}, {&p.out, "out"}});
+  any_strides(c, p.lse, "lse");
+
+  const MhaVarlenProblem pb = varlen_shapes(c, in);
   c.shape(p.out, "out", {pb.total_q, pb.h_q, pb.d_v}, "[total_q, h_q, d_v]");
   c.shape(p.lse, "lse", {pb.h_q, pb.total_q}, "[h_q, total_q]");
-  c.at_least("max_seqlen_q", "max_seqlen_q", p.max_seqlen_q, 0);
-  c.at_least("max_seqlen_k", "max_seqlen_k", p.max_seqlen_k, 0);
-  pb.scale = c.scale(p.softmax_scale, "softmax_scale", pb.d_qk);
-  pb.is_fp16 = p.q.dtype == DType::kFloat16;
-  if (dev.is_cpu()) {
-    auto check_cu = [&](const TensorView& cu, const char* arg, int64_t total, int max_len,
-                        const char* max_arg) {
-      if (at(cu, 0) != 0)
-        c.fail(arg, ErrorKind::kValue, "expected element 0 to be 0, got " +
-                                           std::to_string(at(cu, 0)));
-      for (int64_t r = 0; r < pb.b; ++r) {
-        const int32_t lo = at(cu, r), hi = at(cu, r + 1);
-        if (hi < lo || hi > total)
-          c.fail(arg, ErrorKind::kValue,
-                 "expected non-decreasing offsets <= " + std::to_string(total) + ", got [" +
-                     std::to_string(r) + "] = " + std::to_string(lo) + ", [" +
-                     std::to_string(r + 1) + "] = " + std::to_string(hi));
-        if (hi - lo > max_len)
-          c.fail(max_arg, ErrorKind::kValue,
-                 "is " + std::to_string(max_len) + " but sequence " + std::to_string(r) +
-                     " has length " + std::to_string(hi - lo));
-      }
-    };
-    check_cu(p.cu_seqlens_q, "cu_seqlens_q", pb.total_q, p.max_seqlen_q, "max_seqlen_q");
-    check_cu(p.cu_seqlens_k, "cu_seqlens_k", pb.total_k, p.max_seqlen_k, "max_seqlen_k");
-  }
+  varlen_offsets(c, in, pb);
+  return pb;
+}
+
+MhaVarlenProblem validate_mha_varlen_bwd(const MhaVarlenBwdParams& p) {
+  const Checker c("mha_varlen_bwd");
+  const VarlenInputs in{p.q, p.k, p.v, p.cu_seqlens_q, p.cu_seqlens_k,
+                        p.max_seqlen_q, p.max_seqlen_k, p.softmax_scale};
+  c.present(p.dout, "dout");
+  c.rank(p.dout, "dout", 3, "[total_q, h_q, d_v]");
+  varlen_present(c, in);
+  c.present(p.out, "out");
+  c.rank(p.out, "out", 3, "[total_q, h_q, d_v]");
+  c.present(p.lse, "lse");
+  c.rank(p.lse, "lse", 2, "[h_q, total_q]");
+  if (p.dlse.defined()) c.rank(p.dlse, "dlse", 2, "[h_q, total_q]");
+  c.present(p.dq, "dq");
+  c.rank(p.dq, "dq", 3, "[total_q, h_q, d_qk]");
+  c.present(p.dk, "dk");
+  c.rank(p.dk, "dk", 3, "[total_k, h_kv, d_qk]");
+  c.present(p.dv, "dv");
+  c.rank(p.dv, "dv", 3, "[total_k, h_kv, d_v]");
+
+  check_devices_and_layouts(
+      c, p.q.device,
+      {{&p.dout, "dout"}, {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"}, {&p.lse, "lse"},
+       {&p.dlse, "dlse"}, {&p.cu_seqlens_q, "cu_seqlens_q"}, {&p.cu_seqlens_k, "cu_seqlens_k"},
+       {&p.dq, "dq"}, {&p.dk, "dk"}, {&p.dv, "dv"}});
+  varlen_dtypes(c, in);
+  for (auto [t, name] : {std::pair{&p.dout, "dout"}, {&p.out, "out"}, {&p.dq, "dq"},
+                         {&p.dk, "dk"}, {&p.dv, "dv"}})
+    c.dtype(*t, name, {p.q.dtype});
+  c.dtype(p.lse, "lse", {DType::kFloat32});
+  if (p.dlse.defined()) c.dtype(p.dlse, "dlse", {DType::kFloat32});
+  check_layouts(c, {{&p.dout, "dout"}, {&p.q, "q"}, {&p.k, "k"}, {&p.v, "v"}, {&p.out, "out"},
+                    {&p.cu_seqlens_q, "cu_seqlens_q"}, {&p.cu_seqlens_k, "cu_seqlens_k"},
+                    {&p.dq, "dq"}, {&p.dk, "dk"}, {&p.dv, "dv"}});
+  any_strides(c, p.lse, "lse");
+  if (p.dlse.defined()) any_strides(c, p.dlse, "dlse");
+
+  const MhaVarlenProblem pb = varlen_shapes(c, in);
+  c.shape(p.dout, "dout", {pb.total_q, pb.h_q, pb.d_v}, "[total_q, h_q, d_v]");
+  c.shape(p.out, "out", {pb.total_q, pb.h_q, pb.d_v}, "[total_q, h_q, d_v]");
+  c.shape(p.lse, "lse", {pb.h_q, pb.total_q}, "[h_q, total_q]");
+  if (p.dlse.defined()) c.shape(p.dlse, "dlse", {pb.h_q, pb.total_q}, "[h_q, total_q]");
+  c.shape(p.dq, "dq", {pb.total_q, pb.h_q, pb.d_qk}, "[total_q, h_q, d_qk]");
+  c.shape(p.dk, "dk", {pb.total_k, pb.h_kv, pb.d_qk}, "[total_k, h_kv, d_qk]");
+  c.shape(p.dv, "dv", {pb.total_k, pb.h_kv, pb.d_v}, "[total_k, h_kv, d_v]");
+  varlen_offsets(c, in, pb);
   return pb;
 }
 

@@ -42,6 +42,7 @@ void validate_dense_plan(const DensePlanParams& p);
 SparseDecodeProblem validate_sparse_decode(const SparseDecodeParams& p);
 SparsePrefillProblem validate_sparse_prefill(const SparsePrefillParams& p);
 MhaVarlenProblem validate_mha_varlen_fwd(const MhaVarlenFwdParams& p);
+MhaVarlenProblem validate_mha_varlen_bwd(const MhaVarlenBwdParams& p);
 KVCodecProblem validate_kv_codec(const char* op, KVCacheLayout layout, const TensorView& k_cache,
                                  const TensorView& quant_cache, bool quant_is_output);
 

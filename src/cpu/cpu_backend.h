@@ -16,6 +16,7 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb);
 void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb);
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb);
 void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb);
+void mha_varlen_bwd(const MhaVarlenBwdParams& p, const MhaVarlenProblem& pb);
 void kv_quantize(const KVQuantizeParams& p, const KVCodecProblem& pb);
 void kv_dequantize(const KVDequantizeParams& p, const KVCodecProblem& pb);
 

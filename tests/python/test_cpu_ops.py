@@ -286,6 +286,78 @@ def test_varlen_packed_variants(fw):
     assert_close("kvpacked out", out, ro, OUT_ATOL, OUT_RTOL)
 
 
+def _grad_close(name, got, want, dtype):
+    # Relative to the tensor's largest gradient (a gradient element is a sum with both signs):
+    # one 16-bit rounding elementwise plus 2^-10 of the largest |ref| (harness.cpp's
+    # grad_tolerance).
+    atol = np.abs(want).max() * 2.0 ** (-12 if dtype == np.float16 else -10)
+    assert_close(name, got, want, atol, 2.0 ** (-10 if dtype == np.float16 else -8))
+
+
+@pytest.mark.parametrize("d_qk,h_q,h_kv,causal,dtype,with_dlse", [
+    (128, 4, 2, True, BF16, True), (192, 2, 2, False, BF16, False),
+    (128, 3, 1, True, np.float16, True)])
+def test_flash_attn_varlen_backward(fw, d_qk, h_q, h_kv, causal, dtype, with_dlse):
+    rng = np.random.default_rng(11)
+    lens_q, lens_k = [3, 0, 6, 2], [4, 2, 5, 0]  # sequence 2: s_q > s_k; 3: nothing to attend
+    q, k, v, cu_q, cu_k = _varlen_case(rng, d_qk, h_q, h_kv, lens_q, lens_k, dtype)
+    T = lambda x: to_fw(x, fw)
+    out, lse = flash_mla.flash_attn_varlen_func(T(q), T(k), T(v), T(cu_q), T(cu_k), 6, 5,
+                                                causal=causal)
+    do = act(rng, out.shape, dtype)
+    dlse = act(rng, lse.shape, np.float32) if with_dlse else None
+    dq, dk, dv = flash_mla.flash_mla_interface._flash_attn_varlen_backward(
+        T(do), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k), 6, 5, causal=causal, dlse=T(dlse))
+    want = ref.mha_varlen_bwd(q, k, v, do, to_np(out), None if dlse is None else dlse.T, cu_q,
+                              cu_k, d_qk ** -0.5, causal)
+    for name, got, w, like in zip(("dq", "dk", "dv"), (dq, dk, dv), want, (q, k, v)):
+        assert tuple(got.shape) == like.shape and to_np(got).dtype == dtype, name
+        _grad_close(name, got, w, dtype)
+    assert not to_np(dq)[-2:].astype(np.float32).any()  # sequence 3 attended nothing
+
+    # Into the caller's arrays.
+    bufs = [to_fw(np.full(x.shape, np.nan, dtype), fw) for x in (q, k, v)]
+    got = flash_mla.flash_mla_interface._flash_attn_varlen_backward(
+        T(do), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k), 6, 5, *bufs, causal=causal,
+        dlse=T(dlse))
+    for a, b, buf in zip(got, (dq, dk, dv), bufs):
+        assert a is buf and np.array_equal(to_np(a).view(np.uint16), to_np(b).view(np.uint16))
+
+
+@pytest.mark.skipif(torch is None, reason="needs torch")
+@pytest.mark.parametrize("h_kv", [1, 2])
+def test_flash_attn_varlen_autograd(h_kv):
+    """torch autograd through flash_attn_varlen_func gives what the backward function gives,
+    the gradient of lse included; a loss that reads only out (an expanded upstream gradient)
+    works too."""
+    rng = np.random.default_rng(12)
+    q, k, v, cu_q, cu_k = _varlen_case(rng, 128, 2, h_kv, [5, 3], [4, 6])
+    tq, tk, tv = (to_fw(x, "torch").requires_grad_(True) for x in (q, k, v))
+    tcu_q, tcu_k = to_fw(cu_q, "torch"), to_fw(cu_k, "torch")
+    out, lse = flash_mla.flash_attn_varlen_func(tq, tk, tv, tcu_q, tcu_k, 5, 6, causal=True)
+    g_out = to_fw(act(rng, out.shape), "torch")
+    g_lse = to_fw(act(rng, lse.shape, np.float32), "torch")
+    ((out.float() * g_out.float()).sum() + (lse * g_lse).sum()).backward()
+    want = flash_mla.flash_mla_interface._flash_attn_varlen_backward(
+        g_out, tq.detach(), tk.detach(), tv.detach(), out.detach(), lse.detach(), tcu_q, tcu_k,
+        5, 6, causal=True, dlse=g_lse)
+    for t, w in zip((tq, tk, tv), want):
+        assert torch.equal(t.grad, w)
+    r = ref.mha_varlen_bwd(q, k, v, to_np(g_out), to_np(out.detach()), to_np(g_lse).T, cu_q,
+                           cu_k, 128 ** -0.5, True)
+    for name, t, w in zip(("dq", "dk", "dv"), (tq, tk, tv), r):
+        _grad_close(name, t.grad, w, BF16)
+
+    for t in (tq, tk, tv):
+        t.grad = None
+    out, _ = flash_mla.flash_attn_varlen_func(tq, tk, tv, tcu_q, tcu_k, 5, 6, causal=True)
+    out.float().sum().backward()
+    r = ref.mha_varlen_bwd(q, k, v, np.ones(out.shape), to_np(out.detach()), None, cu_q, cu_k,
+                           128 ** -0.5, True)
+    for name, t, w in zip(("dq", "dk", "dv"), (tq, tk, tv), r):
+        _grad_close(name, t.grad, w, BF16)
+
+
 # ---- misc ----
 
 def test_verify_reports_a_wrong_result(fw):
@@ -357,7 +429,7 @@ def test_torch_compile_cpu():
 def test_torch_custom_ops_registered():
     for name in ("dense_decode_plan", "dense_decode", "dense_decode_out", "sparse_decode",
                  "sparse_decode_out", "sparse_prefill", "sparse_prefill_out", "mha_varlen_fwd",
-                 "kv_quantize", "kv_dequantize"):
+                 "mha_varlen_bwd", "kv_quantize", "kv_dequantize"):
         assert hasattr(torch.ops.flash_mla, name)
     rng = np.random.default_rng(13)
     q, k, bt, sl = (to_fw(x, "torch") for x in make_dense(rng, 1, 1, 2, 1, 576, 16, [9]))
@@ -372,6 +444,12 @@ def test_torch_custom_ops_registered():
     torch.library.opcheck(torch.ops.flash_mla.sparse_prefill_out.default,
                           (qp, kvp, idx, 0.05, 512, None, None,
                            torch.empty(3, 4, 512, dtype=torch.bfloat16)))
+    # The varlen forward with inputs that require grad: opcheck also runs its registered
+    # backward (autograd registration, AOT dispatch).
+    vq, vk, vv, cu_q, cu_k = (to_fw(x, "torch") for x in _varlen_case(rng, 128, 2, 1, [3], [4]))
+    vq, vk, vv = (t.requires_grad_(True) for t in (vq, vk, vv))
+    torch.library.opcheck(torch.ops.flash_mla.mha_varlen_fwd.default,
+                          (vq, vk, vv, cu_q, cu_k, 3, 4, None, True))
 
 
 @pytest.mark.skipif(torch is None, reason="needs torch")

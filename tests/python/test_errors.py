@@ -147,11 +147,20 @@ def test_codec_errors(fw):
     _raises(ValueError, "k_cache", flash_mla.quantize_kv_cache, to_fw(k[0], fw))
 
 
-@pytest.mark.skipif(torch is None, reason="needs torch")
-def test_varlen_backward_not_implemented():
+def test_varlen_backward_errors(fw):
     rng = np.random.default_rng(25)
-    q, k, v, cu_q, cu_k = (to_fw(x, "torch") for x in _varlen_case(rng, 128, 2, 1, [2], [3]))
-    q.requires_grad_(True)
-    out, _ = flash_mla.flash_attn_varlen_func(q, k, v, cu_q, cu_k, 2, 3)
-    with pytest.raises(NotImplementedError, match="backward"):
-        out.float().sum().backward()
+    q, k, v, cu_q, cu_k = _varlen_case(rng, 128, 2, 1, [2], [3])
+    T = lambda x: to_fw(x, fw)
+    out, lse = flash_mla.flash_attn_varlen_func(T(q), T(k), T(v), T(cu_q), T(cu_k), 2, 3)
+    f = flash_mla.flash_mla_interface._flash_attn_varlen_backward
+    do = act(rng, out.shape)
+    _raises(ValueError, "do", f, T(do[:1]), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k), 2, 3)
+    _raises(TypeError, "do", f, T(do.astype(np.float16)), T(q), T(k), T(v), out, lse, T(cu_q),
+            T(cu_k), 2, 3)
+    _raises(ValueError, "lse", f, T(do), T(q), T(k), T(v), out, lse[:1], T(cu_q), T(cu_k), 2, 3)
+    _raises(ValueError, "dlse", f, T(do), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k), 2, 3,
+            dlse=lse[:, :1])
+    _raises(ValueError, "max_seqlen_kv", f, T(do), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k),
+            2, 2)
+    _raises(ValueError, "dk", f, T(do), T(q), T(k), T(v), out, lse, T(cu_q), T(cu_k), 2, 3,
+            T(np.zeros_like(q)), T(np.zeros_like(q)), T(np.zeros_like(v)))

@@ -143,6 +143,24 @@ def test_mha_varlen_gpu_or_not_implemented():
     assert_close("lse", lse, rl.T, 0, 8 / 65536)
 
 
+def test_mha_varlen_backward_gpu_or_not_implemented():
+    rng = np.random.default_rng(36)
+    q, k, v, cu_q, cu_k = _varlen_case(rng, 128, 4, 2, [37, 5], [50, 3])
+    out, lse = flash_mla.flash_attn_varlen_func(cpu(q), cpu(k), cpu(v), cpu(cu_q), cpu(cu_k), 37,
+                                                50, causal=True)
+    do = act(rng, out.shape)
+    args = (do, q, k, v, to_np(out), to_np(lse), cu_q, cu_k)
+    bwd = flash_mla.flash_mla_interface._flash_attn_varlen_backward
+    try:
+        got = bwd(*(cuda(x) for x in args), 37, 50, causal=True)
+    except NotImplementedError as e:
+        return no_kernel(e, "mha_varlen_bwd")
+    want = bwd(*(cpu(x) for x in args), 37, 50, causal=True)
+    for name, g, w in zip(("dq", "dk", "dv"), got, want):
+        w = to_np(w).astype(np.float64)
+        assert_close(name, g, w, 2 ** -10 * np.abs(w).max(), 2 / 128)
+
+
 # ---- dense decode ----
 
 def _dense_on_gpu(b, s_q, h_q, h_kv, seqlens, pbs, causal, seed=40):
