@@ -2,9 +2,10 @@
 //   CPU: each operation at a small realistic shape (wall clock, median of N runs).
 //   CUDA (when built and a GPU is present): the FP8 KV codec kernels against the measured
 //   device copy bandwidth, and dense decode (bench/cuda/); with --sparse, instead of all that,
-//   sparse decode and sparse prefill (bench_sparse.h).
+//   sparse decode and sparse prefill (bench_sparse.h); with --mha, instead, dense MHA prefill
+//   (bench_mha.h).
 // Usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] [--iters N]
-//                       [--sparse] [--case NAMES]
+//                       [--sparse | --mha] [--case NAMES]
 // --json: the GPU dense decode cases (bench_dense_decode.h), or the sparse cases with --sparse.
 // --case D1,L5 (or S1,P2 with --sparse): only those cases (as FLASHMLA_BENCH_CASES).
 // The sparse cases are not part of --gpu-only, so that the scripts timing dense decode through
@@ -25,6 +26,7 @@
 #if FLASHMLA_WITH_CUDA
 #include "cuda/bench_dense_decode.h"
 #include "cuda/bench_kv_codec.h"
+#include "cuda/bench_mha.h"
 #include "cuda/bench_sparse.h"
 #endif
 
@@ -235,7 +237,7 @@ std::vector<Row> bench_cpu_mha(int s, int h, int iters, std::mt19937_64& rng) {
 
 int main(int argc, char** argv) {
   std::string csv, json, cases;
-  bool cpu = true, gpu = true, sparse = false;
+  bool cpu = true, gpu = true, sparse = false, mha = false;
   int iters = 5;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -244,15 +246,16 @@ int main(int argc, char** argv) {
     else if (a == "--cpu-only") gpu = false;
     else if (a == "--gpu-only") cpu = false;
     else if (a == "--sparse") sparse = true;
+    else if (a == "--mha") mha = true;
     else if (a == "--case" && i + 1 < argc) cases = argv[++i];
     else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
     else {
       std::fprintf(stderr, "usage: flashmla_bench [--csv FILE] [--json FILE] [--cpu-only] [--gpu-only] "
-                           "[--iters N] [--sparse] [--case NAMES]\n");
+                           "[--iters N] [--sparse | --mha] [--case NAMES]\n");
       return 2;
     }
   }
-  if (sparse) cpu = false;
+  if (sparse || mha) cpu = false;
   std::printf("%s\n", describe_backends().c_str());
   std::mt19937_64 rng(42);
   std::vector<Row> rows;
@@ -297,6 +300,7 @@ int main(int argc, char** argv) {
       named_args.push_back(cases.data());
     }
     if (sparse) return bench_sparse(static_cast<int>(named_args.size()), named_args.data());
+    if (mha) return bench_mha(static_cast<int>(named_args.size()), named_args.data());
     const int rc = bench_kv_codec(static_cast<int>(args.size()), args.data());
     if (rc != 0) return rc;
     const int rc_dense =
@@ -305,6 +309,7 @@ int main(int argc, char** argv) {
   }
 #else
   (void)gpu;
+  (void)mha;
 #endif
   return 0;
 }

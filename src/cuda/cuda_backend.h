@@ -29,4 +29,7 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, Stream stream);
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream);
 
+// Dense MHA prefill, forward (src/cuda/mha_prefill/). Opt-in until a GPU run checks it.
+void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb, Stream stream);
+
 }  // namespace flashmla::cuda

@@ -130,14 +130,19 @@ def test_sparse_prefill_gpu_or_not_implemented():
     assert_close("lse", lse, rl, 1e-6, 2 / 65536)
 
 
-def test_mha_varlen_gpu_or_not_implemented():
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_mha_varlen_gpu_or_not_implemented(monkeypatch, switch):
+    # FLASHMLA_MHA_FWD=1: the opt-in sm_90a kernel (docs/api.md); otherwise NotImplementedError.
+    monkeypatch.setenv("FLASHMLA_MHA_FWD", switch)
     rng = np.random.default_rng(35)
     q, k, v, cu_q, cu_k = _varlen_case(rng, 192, 8, 8, [37, 1, 100], [50, 9, 100])
     try:
         out, lse = flash_mla.flash_attn_varlen_func(cuda(q), cuda(k), cuda(v), cuda(cu_q),
                                                     cuda(cu_k), 100, 100, causal=True)
     except NotImplementedError as e:
+        assert switch == "0" or not flash_mla.built_with_cuda(), str(e)
         return no_kernel(e, "mha_varlen_fwd")
+    assert switch == "1"
     ro, rl = ref.mha_varlen(q, k, v, cu_q, cu_k, 192 ** -0.5, True)
     assert_close("out", out, ro, 8e-4, 2 / 128)
     assert_close("lse", lse, rl.T, 0, 8 / 65536)

@@ -1,0 +1,323 @@
+// Dense MHA prefill forward on sm_90a, first version (config.h has the tile shape and the
+// shared-memory plan). Per CTA: 128 rows of one (sequence, kv head), both warpgroups issuing the
+// cp.async loads of a two-stage pipeline, then per key tile of 128 tokens and per warpgroup
+//   S = Q K^T          wgmma m64n128k16, A and B from shared memory (K-major),
+//   online softmax     in registers, exp2 domain, masked by the causal limit and the sequence end,
+//   O += P V           wgmma m64n128k16, P from registers (A fragments), V MN-major.
+// Tokens past a sequence's end are never read: their shared-memory rows are zero-filled by the
+// copies (src-size 0), so the NaN garbage a caller may keep there cannot reach a product.
+// Not yet here (the journal's next steps): a producer warp with mbarriers instead of the two CTA
+// barriers per tile, the two warpgroups' softmax overlapped with the other's wgmmas (FA3's
+// ping-pong), and a persistent tile scheduler.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "cuda/common/attn_math.cuh"
+#include "cuda/common/sm90_ptx.cuh"
+#include "cuda/common/wgmma_ops.cuh"
+#include "cuda/mha_prefill/config.h"
+
+namespace flashmla::cuda::mha {
+
+// One sequence's bounds, clamped to the tensors (device-resident offsets are never trusted to
+// stay in range: a bad value gives wrong rows, never an out-of-bounds access).
+struct Sequence {
+  int64_t q0, k0;
+  int s_q, s_k;
+  __device__ Sequence(const Params& p, int seq) {
+    q0 = min(max(static_cast<int64_t>(p.cu_q[seq]), int64_t{0}), p.total_q);
+    k0 = min(max(static_cast<int64_t>(p.cu_k[seq]), int64_t{0}), p.total_k);
+    s_q = static_cast<int>(min(max(static_cast<int64_t>(p.cu_q[seq + 1]), q0), p.total_q) - q0);
+    s_k = static_cast<int>(min(max(static_cast<int64_t>(p.cu_k[seq + 1]), k0), p.total_k) - k0);
+  }
+  // Row rr (< s_q * group) sees keys [0, limit): bottom-right causal, as on the CPU.
+  __device__ int key_limit(const Params& p, int rr) const {
+    if (!p.causal) return s_k;
+    return min(max(rr / p.group + s_k - s_q + 1, 0), s_k);
+  }
+};
+
+// Copy assignment, the same for Q, K and V: thread t copies 16-byte chunk t % 8 of every atom
+// column for rows t / 8 + 32 n (n < 4), so its swizzled offset inside an atom column is fixed
+// (row & 7 does not change with n) and its global addresses differ by whole rows and atoms.
+inline constexpr int kRowsPerPass = kThreads / 8;        // 32
+inline constexpr int kPasses = kRows / kRowsPerPass;     // 4: 128 rows (also 128 keys)
+static_assert(kKeys == kRows, "Q and K/V tiles share the copy assignment");
+
+struct CopySlot {
+  int row;          // t / 8: the first row; the others are + 32 n
+  int chunk;        // t % 8: the chunk in each atom column
+  uint32_t offset;  // swizzled byte offset of (row, chunk) in an atom column
+  __device__ explicit CopySlot(int tid)
+      : row(tid / 8), chunk(tid % 8), offset(sm90::swizzle128_offset(tid / 8, tid % 8)) {}
+};
+
+// The CTA's 128 query rows, rows past the sequence zero-filled. Q's shared layout is per
+// warpgroup (rows 0-63, 64-127), each [atoms][64 rows x 128 B].
+template <int kDqk>
+__device__ __forceinline__ void load_q(const Params& p, const Sequence& sq, int row0, int kvh,
+                                       uint32_t q_addr, const CopySlot& cs) {
+  using Plan = SmemPlan<kDqk>;
+  const auto* q = static_cast<const uint16_t*>(p.q);
+  const int rows = sq.s_q * p.group;
+#pragma unroll
+  for (int n = 0; n < kPasses; ++n) {
+    const int r = cs.row + kRowsPerPass * n;
+    const int rr = row0 + r;
+    const bool ok = rr < rows;
+    const int i = ok ? rr / p.group : 0;
+    const int head = kvh * p.group + (ok ? rr - i * p.group : 0);
+    const uint16_t* src = q + (sq.q0 + i) * p.q_stride_tok + head * p.q_stride_head + cs.chunk * 8;
+    // Row r sits in warpgroup r / 64 at row r % 64, whose swizzle phase equals r's.
+    const uint32_t dst = q_addr + (r / kRowsPerWg) * Plan::kQWgBytes +
+                         (r % kRowsPerWg - cs.row) * 128 + cs.offset;
+#pragma unroll
+    for (int a = 0; a < Plan::kQAtoms; ++a)
+      sm90::cp_async_16(dst + a * Plan::kQAtomBytes, ok ? src + a * kAtomDims : q, ok ? 16 : 0);
+  }
+}
+
+// Where this thread's K and V copies of a key tile come from: rows cs.row + 32 n of the tile,
+// kept as pointers and moved by one tile at a time, so a copy costs a select and an offset
+// rather than 64-bit stride products.
+struct KvCursor {
+  const uint16_t* k[kPasses];
+  const uint16_t* v[kPasses];
+  int first_key;  // key (in the sequence) of this thread's row of pass 0 in the next tile
+  __device__ KvCursor(const Params& p, const Sequence& sq, int kvh, const CopySlot& cs)
+      : first_key(cs.row) {
+    const auto* kb = static_cast<const uint16_t*>(p.k) + sq.k0 * p.k_stride_tok +
+                     kvh * p.k_stride_head + cs.chunk * 8;
+    const auto* vb = static_cast<const uint16_t*>(p.v) + sq.k0 * p.v_stride_tok +
+                     kvh * p.v_stride_head + cs.chunk * 8;
+#pragma unroll
+    for (int n = 0; n < kPasses; ++n) {
+      k[n] = kb + (cs.row + kRowsPerPass * n) * p.k_stride_tok;
+      v[n] = vb + (cs.row + kRowsPerPass * n) * p.v_stride_tok;
+    }
+  }
+};
+
+// The cursor's next key tile into a stage (K, then V), tokens past s_k zero-filled; then the
+// cursor moves on by a tile.
+template <int kDqk>
+__device__ __forceinline__ void load_kv(const Params& p, const Sequence& sq, KvCursor& cur,
+                                        uint32_t stage_addr, const CopySlot& cs) {
+  using Plan = SmemPlan<kDqk>;
+  const auto* k0 = static_cast<const uint16_t*>(p.k);
+  const auto* v0 = static_cast<const uint16_t*>(p.v);
+#pragma unroll
+  for (int n = 0; n < kPasses; ++n) {
+    const bool ok = cur.first_key + kRowsPerPass * n < sq.s_k;
+    const uint32_t dst = stage_addr + kRowsPerPass * n * 128 + cs.offset;
+    const uint16_t* ks = ok ? cur.k[n] : k0;
+    const uint16_t* vs = ok ? cur.v[n] : v0;
+    const int bytes = ok ? 16 : 0;
+#pragma unroll
+    for (int a = 0; a < Plan::kQAtoms; ++a)
+      sm90::cp_async_16(dst + a * Plan::kKeyAtomBytes, ks + (ok ? a * kAtomDims : 0), bytes);
+#pragma unroll
+    for (int a = 0; a < kDimV / kAtomDims; ++a)
+      sm90::cp_async_16(dst + Plan::kKBytes + a * Plan::kKeyAtomBytes,
+                        vs + (ok ? a * kAtomDims : 0), bytes);
+    cur.k[n] += kKeys * p.k_stride_tok;
+    cur.v[n] += kKeys * p.v_stride_tok;
+  }
+  cur.first_key += kKeys;
+}
+
+// Rows of q after the last sequence (cu_q[b], total_q) belong to none: out = 0, lse = +inf, as
+// on the CPU. The grid's extra z slice (blockIdx.z == b) writes them, kv head blockIdx.y's heads.
+template <typename T>
+__device__ void clear_tail_rows(const Params& p, int kvh, int tid) {
+  const int64_t begin = min(max(static_cast<int64_t>(p.cu_q[p.b]), int64_t{0}), p.total_q);
+  auto* out = static_cast<uint16_t*>(p.out);
+  for (int64_t tok = begin + blockIdx.x; tok < p.total_q; tok += gridDim.x) {
+    for (int e = tid; e < p.group * (kDimV / 2); e += kThreads) {
+      const int g = e / (kDimV / 2), c = e % (kDimV / 2);
+      const int64_t head = kvh * p.group + g;
+      *reinterpret_cast<uint32_t*>(out + tok * p.out_stride_tok + head * p.out_stride_head +
+                                   2 * c) = 0u;
+      if (c == 0) p.lse[head * p.lse_stride_head + tok * p.lse_stride_tok] = INFINITY;
+    }
+  }
+}
+
+// Grid: x = 128-row tiles of the longest sequence's rows (heaviest first when causal), y = kv
+// head, z = sequence (plus one slice for the tail rows).
+template <typename T, int kDqk>
+__global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_constant__ Params p) {
+  using Plan = SmemPlan<kDqk>;
+  extern __shared__ uint8_t smem_raw[];
+  const uint32_t base = sm90::smem_addr(align_smem_1024(smem_raw));
+  const int tid = threadIdx.x, wg = tid / 128, lane = tid % 32, quad_col = lane % 4;
+  const int kvh = blockIdx.y;
+  if (static_cast<int>(blockIdx.z) == p.b) {
+    clear_tail_rows<T>(p, kvh, tid);
+    return;
+  }
+  const Sequence sq(p, blockIdx.z);
+  const int rows = sq.s_q * p.group;
+  const int tile = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
+  const int row0 = tile * kRows;
+  if (row0 >= rows) return;
+
+  // Limits grow with the row (causal), so the block's first row has the smallest and its last
+  // the largest: tiles past the largest are skipped, tiles before the smallest need no mask.
+  const int key_end = sq.key_limit(p, min(row0 + kRows, rows) - 1);
+  const int mask_from = sq.key_limit(p, row0);
+  const int n_tiles = (key_end + kKeys - 1) / kKeys;
+
+  // This thread's two rows in the wgmma accumulator layout (warp w of the warpgroup: rows
+  // 16 w + lane / 4 and + 8), their key limits and where their results go.
+  int limit[2], tok[2], head[2];
+  bool valid[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int rr = row0 + wg * kRowsPerWg + 16 * ((tid % 128) / 32) + lane / 4 + 8 * h;
+    valid[h] = rr < rows;
+    tok[h] = valid[h] ? rr / p.group : 0;
+    head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
+    limit[h] = valid[h] ? sq.key_limit(p, rr) : 0;
+  }
+
+  float o[64];
+#pragma unroll
+  for (int i = 0; i < 64; ++i) o[i] = 0.0f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+
+  if (n_tiles > 0) {
+    const CopySlot cs(tid);
+    // cp.async groups: 0 = Q + tile 0, 1 = tile 1 (maybe empty), then one per iteration, so that
+    // before iteration it the groups up to it + 1 are committed and waiting for all but the
+    // newest leaves tile it complete.
+    load_q<kDqk>(p, sq, row0, kvh, base + Plan::kQ, cs);
+    KvCursor cur(p, sq, kvh, cs);
+    load_kv<kDqk>(p, sq, cur, base + Plan::kStage0, cs);
+    sm90::cp_async_commit();
+    if (n_tiles > 1)
+      load_kv<kDqk>(p, sq, cur, base + Plan::kStage0 + Plan::kStageBytes, cs);
+    sm90::cp_async_commit();
+    const uint64_t desc_q = sm90::make_smem_desc(base + Plan::kQ + wg * Plan::kQWgBytes, 16, 1024);
+
+    for (int it = 0; it < n_tiles; ++it) {
+      const uint32_t stage = base + Plan::kStage0 + (it & 1) * Plan::kStageBytes;
+      sm90::cp_async_wait<1>();
+      sm90::fence_proxy_async();  // this thread's copies, before the wgmmas read them
+      __syncthreads();            // everyone's copies
+
+      float s[64];
+      const uint64_t desc_k = sm90::make_smem_desc(stage, 16, 1024);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int a = 0; a < Plan::kQAtoms; ++a) {
+#pragma unroll
+        for (int kk = 0; kk < kAtomDims / 16; ++kk)
+          sm90::wgmma_m64n128k16_ss<T>(
+              s, sm90::desc_advance(desc_q, a * Plan::kQAtomBytes + kk * 32),
+              sm90::desc_advance(desc_k, a * Plan::kKeyAtomBytes + kk * 32), (a | kk) != 0);
+      }
+      sm90::wgmma_commit();
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(s);
+
+      // -inf past each row's limit; the rows' maxima, of the raw products (the scale is
+      // positive, so it commutes with the max and is applied once per row, then folded into the
+      // exponent's FFMA).
+      const int key0 = it * kKeys;
+      const bool need_mask = key0 + kKeys > mask_from;
+      if (need_mask) {  // uniform over the CTA: a branch, not 128 predicated selects a tile
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e)
+              if (key0 + 8 * j + 2 * quad_col + e >= limit[h]) s[4 * j + 2 * h + e] = -INFINITY;
+          }
+        }
+      }
+      float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          mx[h] = fmaxf(mx[h], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+      }
+      float alpha[2], m_use[2];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+        const float m_new = fmaxf(m[h], mx[h] * p.scale_log2);  // exp2 domain
+        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;  // nothing seen yet: P = 0, no NaN
+        alpha[h] = fast_exp2(m[h] - m_use[h]);
+        m[h] = m_new;
+        l[h] *= alpha[h];
+      }
+      // P = 2^(s scale log2(e) - m) as the A fragments of P V: k16 chunk kk is
+      // pb[4 kk, 4 kk + 4). A masked s (-inf) gives 2^-inf = 0.
+      uint32_t pb[32];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], p.scale_log2, -m_use[h]));
+          const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], p.scale_log2, -m_use[h]));
+          l[h] += p0 + p1;
+          pb[2 * j + h] = pack2<T>(p0, p1);
+        }
+      }
+      if (!__all_sync(0xffffffff, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          o[4 * j + 0] *= alpha[0];
+          o[4 * j + 1] *= alpha[0];
+          o[4 * j + 2] *= alpha[1];
+          o[4 * j + 3] *= alpha[1];
+        }
+      }
+
+      const uint64_t desc_v =
+          sm90::make_smem_desc(stage + Plan::kKBytes, Plan::kKeyAtomBytes, 1024);
+      sm90::wgmma_fence();
+#pragma unroll
+      for (int kk = 0; kk < kKeys / 16; ++kk)
+        sm90::wgmma_m64n128k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
+                                        1);
+      sm90::wgmma_commit();
+      sm90::wgmma_wait<0>();
+      sm90::fence_regs(o);
+
+      __syncthreads();  // both warpgroups are done with this stage: refill it
+      if (it + 2 < n_tiles) load_kv<kDqk>(p, sq, cur, stage, cs);
+      sm90::cp_async_commit();
+    }
+  }
+
+  // Epilogue: row sums over the quad, O / l, lse = ln(sum exp(logits)) (+inf: nothing seen).
+  auto* out = static_cast<uint16_t*>(p.out);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
+    if (!valid[h]) continue;
+    const bool seen = l[h] > 0.0f;
+    const float inv = seen ? fast_rcp(l[h]) : 0.0f;
+    const int64_t t = sq.q0 + tok[h];
+    uint16_t* row = out + t * p.out_stride_tok + static_cast<int64_t>(head[h]) * p.out_stride_head;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      *reinterpret_cast<uint32_t*>(row + 8 * j + 2 * quad_col) =
+          pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+    if (quad_col == 0)
+      p.lse[static_cast<int64_t>(head[h]) * p.lse_stride_head + t * p.lse_stride_tok] =
+          seen ? (m[h] + fast_log2(l[h])) * 0.69314718055994531f : INFINITY;
+  }
+}
+
+}  // namespace flashmla::cuda::mha

@@ -1,0 +1,138 @@
+// GPU dense MHA prefill, forward (SPEC.md §6) against the float64 reference, through the public
+// API, with the sm_90a kernel switched on (FLASHMLA_MHA_FWD=1: opt-in until this suite has run
+// it on a GPU).
+//
+// Each case builds fresh random host inputs with the shared harness (NaN in every row of q, k
+// and v outside the sequences and in every stride gap), mirrors them on cuda:0 with the same
+// strides, calls flashmla::mha_varlen_fwd on the default stream and checks:
+//   - out and lse against the float64 reference (harness tolerances, SPEC.md §7), rows with
+//     nothing to attend exactly 0 with lse +inf;
+//   - the rows after the last sequence written as on the CPU (out 0, lse +inf);
+//   - every output element written (outputs 0xFF-poisoned before each call), no stride-gap byte;
+//   - the inputs unchanged on the device; bitwise determinism over two runs.
+// Cases: the shared table (tests/cases.cpp, "Table") and GPU-sized ones below ("GpuShapes").
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cases.h"
+#include "flashmla/flashmla.h"
+#include "gpu/device_mirror.h"
+#include "gpu/gpu_test_util.h"
+#include "harness.h"
+#include "test_util.h"
+
+namespace flashmla::test {
+namespace {
+
+constexpr Tier Q = Tier::kQuick;
+constexpr Tier F = Tier::kFull;
+constexpr DType FP16 = DType::kFloat16;
+
+// Production-like shapes: long causal sequences (several key tiles, the diagonal inside a
+// tile), chunked prefill (s_q < s_k), GQA groups packed into one row tile, s_q > s_k (lonely
+// queries), tiles cut by the sequence end, empty sequences.
+const std::vector<MhaVarlenCase>& gpu_mha_cases() {
+  static const std::vector<MhaVarlenCase> table = [] {
+    std::vector<MhaVarlenCase> v = {
+        {.tier = Q, .h_q = 16, .h_kv = 16, .d_qk = 192, .causal = true, .q_lens = {1000, 1, 0},
+         .k_lens = {1000, 300, 5}, .lse_transposed = true},
+        {.tier = Q, .h_q = 8, .h_kv = 1, .d_qk = 128, .dtype = FP16, .q_lens = {300, 129, 64},
+         .k_lens = {2000, 129, 1}, .pad_rows = 5, .strided = true},
+        {.tier = Q, .h_q = 32, .h_kv = 4, .d_qk = 192, .causal = true, .q_lens = {200, 77},
+         .k_lens = {3000, 77}},
+        {.tier = Q, .h_q = 4, .h_kv = 2, .d_qk = 128, .causal = true, .q_lens = {300, 2},
+         .k_lens = {100, 0}, .pad_rows = 2, .softmax_scale = 0.05f},
+        {.tier = Q, .h_q = 126, .h_kv = 2, .d_qk = 192, .dtype = FP16, .causal = true,
+         .q_lens = {17, 64}, .k_lens = {129, 64}, .strided = true, .lse_transposed = true},
+        {.tier = F, .h_q = 128, .h_kv = 128, .d_qk = 192, .causal = true, .q_lens = {2048},
+         .k_lens = {2048}},
+        {.tier = F, .h_q = 64, .h_kv = 8, .d_qk = 128, .causal = false, .q_lens = {512, 1024},
+         .k_lens = {4096, 1024}, .lse_transposed = true},
+    };
+    for (size_t i = 0; i < v.size(); ++i) v[i].id = static_cast<int>(i);
+    return v;
+  }();
+  return table;
+}
+
+// Rows after the last sequence: out exactly 0 and lse +inf, as the CPU backend writes them.
+::testing::AssertionResult tail_rows_cleared(const MhaVarlenCase& c, const MhaVarlenInputs& in,
+                                             const MhaVarlenOutputs& out) {
+  for (int64_t t = in.cu_q.back(); t < out.out.size(0); ++t)
+    for (int64_t h = 0; h < c.h_q; ++h) {
+      if (!std::isinf(out.lse.get({h, t})))
+        return ::testing::AssertionFailure()
+               << "lse[" << h << ", " << t << "] (a row after the last sequence) is "
+               << out.lse.get({h, t}) << ", expected +inf";
+      for (int64_t d = 0; d < out.out.size(2); ++d)
+        if (out.out.get({t, h, d}) != 0.0)
+          return ::testing::AssertionFailure() << "out[" << t << ", " << h << ", " << d
+                                               << "] (a row after the last sequence) is not 0";
+    }
+  return ::testing::AssertionSuccess();
+}
+
+class MhaVarlenGpu : public ::testing::TestWithParam<MhaVarlenCase> {};
+
+TEST_P(MhaVarlenGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv kernel("FLASHMLA_MHA_FWD", "1");
+  const MhaVarlenCase& c = GetParam();
+  Rng rng(fresh_seed());
+  SCOPED_TRACE(c.describe() + " " + seed_note(rng.seed()));
+  const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
+  const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
+  DeviceMirror dev;
+  const MhaVarlenFwdParams p = mha_varlen_params(c, in, out, dev.view_fn());
+
+  auto run = [&](const MhaVarlenOutputs& into) {
+    dev.poison(out.out);
+    dev.poison(out.lse);
+    mha_varlen_fwd(p);
+    sync_device();
+    dev.download(out.out, into.out);
+    dev.download(out.lse, into.lse);
+  };
+  ASSERT_NO_THROW(run(out));
+  EXPECT_TRUE(check_mha_varlen(c, mha_varlen_reference(c, in), out));
+  EXPECT_TRUE(tail_rows_cleared(c, in, out));
+  EXPECT_TRUE(gaps_untouched("out", out.out));
+  EXPECT_TRUE(gaps_untouched("lse", out.lse));
+
+  const MhaVarlenOutputs again = make_mha_varlen_outputs(c);
+  ASSERT_NO_THROW(run(again));
+  EXPECT_TRUE(
+      bytes_equal("out, second run", out.out.bytes(), again.out.bytes(), out.out.storage_bytes()));
+  EXPECT_TRUE(
+      bytes_equal("lse, second run", out.lse.bytes(), again.lse.bytes(), out.lse.storage_bytes()));
+  EXPECT_TRUE(dev.inputs_unchanged({&out.out, &out.lse}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, MhaVarlenGpu,
+                         ::testing::ValuesIn(cases_for_tier(mha_varlen_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenGpu,
+                         ::testing::ValuesIn(cases_for_tier(gpu_mha_cases())), CaseName());
+
+// Without the switch a CUDA call still raises NotImplementedError naming the operation.
+TEST(MhaVarlenGpuSwitch, OffByDefault) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv off("FLASHMLA_MHA_FWD", "0");
+  const MhaVarlenCase c{.h_q = 2, .h_kv = 1, .q_lens = {3}, .k_lens = {4}};
+  Rng rng(fresh_seed());
+  const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
+  const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
+  DeviceMirror dev;
+  try {
+    mha_varlen_fwd(mha_varlen_params(c, in, out, dev.view_fn()));
+    FAIL() << "expected NotImplementedError";
+  } catch (const NotImplementedError& e) {
+    EXPECT_NE(std::string(e.what()).find("mha_varlen_fwd"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+}  // namespace flashmla::test
