@@ -20,64 +20,28 @@
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/common/wgmma_ops.cuh"
 #include "cuda/mha_prefill/config.h"
+#include "cuda/mha_prefill/tiling.h"
 
 namespace flashmla::cuda::mha {
-
-// One sequence's bounds, clamped to the tensors (device-resident offsets are never trusted to
-// stay in range: a bad value gives wrong rows, never an out-of-bounds access).
-struct Sequence {
-  int64_t q0, k0;
-  int s_q, s_k;
-  __device__ Sequence(const Params& p, int seq) {
-    q0 = min(max(static_cast<int64_t>(p.cu_q[seq]), int64_t{0}), p.total_q);
-    k0 = min(max(static_cast<int64_t>(p.cu_k[seq]), int64_t{0}), p.total_k);
-    s_q = static_cast<int>(min(max(static_cast<int64_t>(p.cu_q[seq + 1]), q0), p.total_q) - q0);
-    s_k = static_cast<int>(min(max(static_cast<int64_t>(p.cu_k[seq + 1]), k0), p.total_k) - k0);
-  }
-  // Row rr (< s_q * group) sees keys [0, limit): bottom-right causal, as on the CPU.
-  __device__ int key_limit(const Params& p, int rr) const {
-    if (!p.causal) return s_k;
-    return min(max(rr / p.group + s_k - s_q + 1, 0), s_k);
-  }
-};
-
-// Copy assignment, the same for Q, K and V: thread t copies 16-byte chunk t % 8 of every atom
-// column for rows t / 8 + 32 n (n < 4), so its swizzled offset inside an atom column is fixed
-// (row & 7 does not change with n) and its global addresses differ by whole rows and atoms.
-inline constexpr int kRowsPerPass = kThreads / 8;        // 32
-inline constexpr int kPasses = kRows / kRowsPerPass;     // 4: 128 rows (also 128 keys)
-static_assert(kKeys == kRows, "Q and K/V tiles share the copy assignment");
-
-struct CopySlot {
-  int row;          // t / 8: the first row; the others are + 32 n
-  int chunk;        // t % 8: the chunk in each atom column
-  uint32_t offset;  // swizzled byte offset of (row, chunk) in an atom column
-  __device__ explicit CopySlot(int tid)
-      : row(tid / 8), chunk(tid % 8), offset(sm90::swizzle128_offset(tid / 8, tid % 8)) {}
-};
 
 // The CTA's 128 query rows, rows past the sequence zero-filled. Q's shared layout is per
 // warpgroup (rows 0-63, 64-127), each [atoms][64 rows x 128 B].
 template <int kDqk>
 __device__ __forceinline__ void load_q(const Params& p, const Sequence& sq, int row0, int kvh,
                                        uint32_t q_addr, const CopySlot& cs) {
-  using Plan = SmemPlan<kDqk>;
   const auto* q = static_cast<const uint16_t*>(p.q);
   const int rows = sq.s_q * p.group;
 #pragma unroll
   for (int n = 0; n < kPasses; ++n) {
-    const int r = cs.row + kRowsPerPass * n;
-    const int rr = row0 + r;
+    const int rr = row0 + cs.row_of(n);
     const bool ok = rr < rows;
     const int i = ok ? rr / p.group : 0;
     const int head = kvh * p.group + (ok ? rr - i * p.group : 0);
     const uint16_t* src = q + (sq.q0 + i) * p.q_stride_tok + head * p.q_stride_head + cs.chunk * 8;
-    // Row r sits in warpgroup r / 64 at row r % 64, whose swizzle phase equals r's.
-    const uint32_t dst = q_addr + (r / kRowsPerWg) * Plan::kQWgBytes +
-                         (r % kRowsPerWg - cs.row) * 128 + cs.offset;
 #pragma unroll
-    for (int a = 0; a < Plan::kQAtoms; ++a)
-      sm90::cp_async_16(dst + a * Plan::kQAtomBytes, ok ? src + a * kAtomDims : q, ok ? 16 : 0);
+    for (int a = 0; a < SmemPlan<kDqk>::kQAtoms; ++a)
+      sm90::cp_async_16(q_addr + q_copy_offset<kDqk>(cs, n, a), ok ? src + a * kAtomDims : q,
+                        ok ? 16 : 0);
   }
 }
 
@@ -107,23 +71,22 @@ struct KvCursor {
 template <int kDqk>
 __device__ __forceinline__ void load_kv(const Params& p, const Sequence& sq, KvCursor& cur,
                                         uint32_t stage_addr, const CopySlot& cs) {
-  using Plan = SmemPlan<kDqk>;
   const auto* k0 = static_cast<const uint16_t*>(p.k);
   const auto* v0 = static_cast<const uint16_t*>(p.v);
 #pragma unroll
   for (int n = 0; n < kPasses; ++n) {
     const bool ok = cur.first_key + kRowsPerPass * n < sq.s_k;
-    const uint32_t dst = stage_addr + kRowsPerPass * n * 128 + cs.offset;
     const uint16_t* ks = ok ? cur.k[n] : k0;
     const uint16_t* vs = ok ? cur.v[n] : v0;
     const int bytes = ok ? 16 : 0;
 #pragma unroll
-    for (int a = 0; a < Plan::kQAtoms; ++a)
-      sm90::cp_async_16(dst + a * Plan::kKeyAtomBytes, ks + (ok ? a * kAtomDims : 0), bytes);
+    for (int a = 0; a < SmemPlan<kDqk>::kQAtoms; ++a)
+      sm90::cp_async_16(stage_addr + k_copy_offset<kDqk>(cs, n, a), ks + (ok ? a * kAtomDims : 0),
+                        bytes);
 #pragma unroll
     for (int a = 0; a < kDimV / kAtomDims; ++a)
-      sm90::cp_async_16(dst + Plan::kKBytes + a * Plan::kKeyAtomBytes,
-                        vs + (ok ? a * kAtomDims : 0), bytes);
+      sm90::cp_async_16(stage_addr + v_copy_offset<kDqk>(cs, n, a), vs + (ok ? a * kAtomDims : 0),
+                        bytes);
     cur.k[n] += kKeys * p.k_stride_tok;
     cur.v[n] += kKeys * p.v_stride_tok;
   }
@@ -134,7 +97,7 @@ __device__ __forceinline__ void load_kv(const Params& p, const Sequence& sq, KvC
 // on the CPU. The grid's extra z slice (blockIdx.z == b) writes them, kv head blockIdx.y's heads.
 template <typename T>
 __device__ void clear_tail_rows(const Params& p, int kvh, int tid) {
-  const int64_t begin = min(max(static_cast<int64_t>(p.cu_q[p.b]), int64_t{0}), p.total_q);
+  const int64_t begin = clamp_to<int64_t>(p.cu_q[p.b], 0, p.total_q);
   auto* out = static_cast<uint16_t*>(p.out);
   for (int64_t tok = begin + blockIdx.x; tok < p.total_q; tok += gridDim.x) {
     for (int e = tid; e < p.group * (kDimV / 2); e += kThreads) {
@@ -160,29 +123,22 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
     clear_tail_rows<T>(p, kvh, tid);
     return;
   }
-  const Sequence sq(p, blockIdx.z);
-  const int rows = sq.s_q * p.group;
-  const int tile = p.causal ? gridDim.x - 1 - blockIdx.x : blockIdx.x;
-  const int row0 = tile * kRows;
-  if (row0 >= rows) return;
+  const Sequence sq = sequence_bounds(p.cu_q, p.cu_k, blockIdx.z, p.total_q, p.total_k);
+  const TilePlan tp = plan_tile(sq, p.causal != 0, p.group, blockIdx.x, gridDim.x);
+  if (tp.row0 >= tp.rows) return;
+  const int row0 = tp.row0, rows = tp.rows, n_tiles = tp.n_tiles;
 
-  // Limits grow with the row (causal), so the block's first row has the smallest and its last
-  // the largest: tiles past the largest are skipped, tiles before the smallest need no mask.
-  const int key_end = sq.key_limit(p, min(row0 + kRows, rows) - 1);
-  const int mask_from = sq.key_limit(p, row0);
-  const int n_tiles = (key_end + kKeys - 1) / kKeys;
-
-  // This thread's two rows in the wgmma accumulator layout (warp w of the warpgroup: rows
-  // 16 w + lane / 4 and + 8), their key limits and where their results go.
+  // This thread's two rows of the tile (wgmma accumulator layout), their key limits and where
+  // their results go.
   int limit[2], tok[2], head[2];
   bool valid[2];
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int rr = row0 + wg * kRowsPerWg + 16 * ((tid % 128) / 32) + lane / 4 + 8 * h;
+    const int rr = row0 + thread_row(tid, h);
     valid[h] = rr < rows;
     tok[h] = valid[h] ? rr / p.group : 0;
     head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
-    limit[h] = valid[h] ? sq.key_limit(p, rr) : 0;
+    limit[h] = valid[h] ? key_limit(sq, p.causal != 0, p.group, rr) : 0;
   }
 
   float o[64];
@@ -229,15 +185,14 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
       // positive, so it commutes with the max and is applied once per row, then folded into the
       // exponent's FFMA).
       const int key0 = it * kKeys;
-      const bool need_mask = key0 + kKeys > mask_from;
-      if (need_mask) {  // uniform over the CTA: a branch, not 128 predicated selects a tile
+      if (tile_needs_mask(tp, it)) {  // uniform over the CTA
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
 #pragma unroll
           for (int h = 0; h < 2; ++h) {
 #pragma unroll
             for (int e = 0; e < 2; ++e)
-              if (key0 + 8 * j + 2 * quad_col + e >= limit[h]) s[4 * j + 2 * h + e] = -INFINITY;
+              if (key0 + acc_column(j, quad_col, e) >= limit[h]) s[4 * j + 2 * h + e] = -INFINITY;
           }
         }
       }

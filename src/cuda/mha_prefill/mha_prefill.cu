@@ -74,7 +74,7 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb, Str
   k.causal = p.causal ? 1 : 0;
   // cu_seqlens cannot be read here: max_seqlen_q bounds every sequence's rows (the caller's
   // contract, as in FlashMLA; the CPU backend checks it).
-  const dim3 grid(static_cast<unsigned>(std::max<int64_t>(1, (max_rows + mha::kRows - 1) / mha::kRows)),
+  const dim3 grid(static_cast<unsigned>(mha::grid_row_tiles(max_rows)),
                   static_cast<unsigned>(pb.h_kv), static_cast<unsigned>(pb.b + 1));
   auto s = static_cast<cudaStream_t>(stream);
   const bool fp16 = pb.is_fp16;
