@@ -11,12 +11,15 @@
 #include <string>
 #include <vector>
 
+#include "bench_common.cuh"
 #include "bench_dense_decode.h"
 #include "kernel_timer.h"
 #include "cuda/common/cuda_check.h"
 #include "flashmla/flashmla.h"
 
 using namespace flashmla;
+using bench::Buf;
+using bench::timed_calls;
 
 namespace {
 
@@ -64,14 +67,6 @@ const Case kCases[] = {
     {"B7", 1024, 1, 16, 1024, 0.0, 0.0, true},
 };
 
-struct Buf {
-  void* p = nullptr;
-  explicit Buf(int64_t bytes) { FLASHMLA_CUDA_CHECK(cudaMalloc(&p, bytes > 0 ? bytes : 1)); }
-  ~Buf() { cudaFree(p); }
-  Buf(const Buf&) = delete;
-  Buf& operator=(const Buf&) = delete;
-};
-
 // randn/10 clamped to [-1, 1] as bf16, from a counter hash (Box-Muller); never zeros.
 __global__ void fill_activations(uint16_t* x, int64_t n, uint64_t seed) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
@@ -102,51 +97,11 @@ struct Result {
   double flop, bytes;
 };
 
-// Keeps the GPU busy (one thread, little power) for `cycles` SM cycles.
-__global__ void spin_cycles(int64_t cycles) {
-  const long long t0 = clock64();
-  while (clock64() - t0 < cycles) {
-  }
-}
-
-// CUDA events around each of `runs` calls of `call()`, each after `before(i)` (outside the
-// events): sorted µs.
-template <typename Before, typename Call>
-std::vector<double> timed_calls(int runs, Before before, Call call) {
-  cudaEvent_t e0, e1;
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    before(i);
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    call();
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(t.begin(), t.end());
-  return t;
-}
-
 // Events around each of `runs` decode calls, each after a memset of `flush_bytes` (and a spin of
 // `spin` cycles when > 0): sorted µs.
 std::vector<double> event_times(const DenseDecodeParams& p, void* flush, int64_t flush_bytes,
                                 int runs, int64_t spin = 0) {
-  return timed_calls(
-      runs,
-      [&](int i) {
-        FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
-        if (spin > 0) {
-          spin_cycles<<<1, 1>>>(spin);
-          FLASHMLA_CUDA_CHECK_LAUNCH("spin_cycles");
-        }
-      },
-      [&] { dense_decode(p); });
+  return bench::flushed_event_times([&] { dense_decode(p); }, flush, flush_bytes, runs, spin);
 }
 
 // The anchors' kernel time: each call after an 8 GB memset, the durations of the kernels it

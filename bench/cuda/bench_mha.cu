@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "bench_buffers.cuh"
+#include "bench_common.cuh"
 #include "bench_mha.h"
 #include "cuda/common/cuda_check.h"
 #include "flashmla/flashmla.h"
@@ -18,6 +18,7 @@
 using namespace flashmla;
 using bench::Buf;
 using bench::fill;
+using bench::timed_calls;
 
 namespace {
 
@@ -150,22 +151,7 @@ int run_case(const Case& c, int runs, FILE* csv) {
     const auto [l2, lse_diff] = check(c, q, k, v, out, lse, total_q);
     const bool ok = l2 <= kCheckMaxRelL2 && lse_diff <= kCheckMaxLseAbs;
 
-    cudaEvent_t e0, e1;
-    FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-    FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
-    std::vector<double> t;
-    for (int i = 0; i < runs; ++i) {
-      FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-      mha_varlen_fwd(p);
-      FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-      FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-      float ms = 0;
-      FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-      t.push_back(ms * 1e3);
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    std::sort(t.begin(), t.end());
+    const std::vector<double> t = timed_calls(runs, [](int) {}, [&] { mha_varlen_fwd(p); });
     const double us = t[t.size() / 2];
     const double tflops = 2.0 * (c.d_qk + kDimV) * c.h_q * attended_pairs(c) / us * 1e-6;
     std::printf("%-3s %-52s %10.1f %8.1f %6.1f%%  rel-L2 %.1e lse %.1e%s\n", c.name, shape, us,

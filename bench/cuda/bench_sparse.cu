@@ -14,7 +14,7 @@
 #include <utility>
 #include <vector>
 
-#include "bench_buffers.cuh"
+#include "bench_common.cuh"
 #include "bench_sparse.h"
 #include "kernel_timer.h"
 #include "cuda/common/cuda_check.h"
@@ -25,6 +25,7 @@ using namespace flashmla;
 using bench::Buf;
 using bench::fill;
 using bench::fill_randn;
+using bench::timed_calls;
 
 namespace {
 
@@ -100,13 +101,6 @@ struct Result {
 };
 
 
-// Keeps the GPU busy (one thread, little power) for `cycles` SM cycles.
-__global__ void spin_cycles(int64_t cycles) {
-  const long long t0 = clock64();
-  while (clock64() - t0 < cycles) {
-  }
-}
-
 // ---- timing (the method of bench_dense_decode.cu, for any call) ------------------------------
 
 using Call = std::function<void()>;
@@ -123,28 +117,7 @@ struct Timing {
 // spin > 0, a spin of that many cycles (both outside the events): sorted µs.
 std::vector<double> event_times(const Call& call, void* flush, int64_t flush_bytes, int runs,
                                 int64_t spin) {
-  cudaEvent_t e0, e1;
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e0));
-  FLASHMLA_CUDA_CHECK(cudaEventCreate(&e1));
-  std::vector<double> t;
-  for (int i = 0; i < runs; ++i) {
-    FLASHMLA_CUDA_CHECK(cudaMemsetAsync(flush, i & 0xFF, flush_bytes, nullptr));
-    if (spin > 0) {
-      spin_cycles<<<1, 1>>>(spin);
-      FLASHMLA_CUDA_CHECK_LAUNCH("spin_cycles");
-    }
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e0, nullptr));
-    call();
-    FLASHMLA_CUDA_CHECK(cudaEventRecord(e1, nullptr));
-    FLASHMLA_CUDA_CHECK(cudaEventSynchronize(e1));
-    float ms = 0;
-    FLASHMLA_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-    t.push_back(ms * 1e3);
-  }
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  std::sort(t.begin(), t.end());
-  return t;
+  return bench::flushed_event_times(call, flush, flush_bytes, runs, spin);
 }
 
 // anchors.md's kernel time: each call after an 8 GB memset; a call's GPU time is the span of its
