@@ -5,7 +5,7 @@ Run from the repository root: python3 scripts/gen_wgmma.py"""
 
 # (N, B is MN-major, A from registers)
 SHAPES = [(32, False, False), (64, False, False), (256, True, False), (64, False, True),
-          (256, True, True), (128, False, False), (128, True, True)]
+          (256, True, True), (128, False, False), (128, True, True), (192, True, True)]
 DTYPES = [("__nv_bfloat16", "bf16"), ("__half", "f16")]
 
 

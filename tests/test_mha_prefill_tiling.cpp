@@ -1,5 +1,6 @@
-// The MHA prefill kernel's index arithmetic (src/cuda/mha_prefill/tiling.h), checked on the CPU
-// against what the kernel relies on, so that the first GPU run meets no off-by-one:
+// The MHA prefill kernels' index arithmetic (src/cuda/mha_prefill/tiling.h: the forward and the
+// backward's dq and dk / dv kernels), checked on the CPU against what the kernels rely on, so
+// that the first GPU run meets no off-by-one:
 //   - every 16-byte copy of Q, K and V lands at the 128-byte-swizzled offset wgmma reads for its
 //     (row, chunk) (the layout written out here independently), each exactly once;
 //   - over the whole grid, every row of every (sequence, kv head) is held by exactly one CTA
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "cases.h"
+#include "cuda/mha_prefill/config_bwd.h"
 #include "cuda/mha_prefill/tiling.h"
 #include "test_util.h"
 
@@ -75,6 +77,32 @@ void check_copies() {
 TEST(MhaPrefillTiling, CopiesLandWhereWgmmaReadsD128) { check_copies<128>(); }
 TEST(MhaPrefillTiling, CopiesLandWhereWgmmaReadsD192) { check_copies<192>(); }
 
+// The backward's tiles of 32, 64 and 128 rows kept as atom columns of that many rows.
+TEST(MhaPrefillTiling, TileCopiesLandWhereWgmmaReads) {
+  for (int passes : {1, 2, 4}) {
+    const int rows = passes * mha::kRowsPerPass, atom_bytes = rows * 128;
+    std::vector<int> seen(rows * 8 * 3);
+    for (int tid = 0; tid < mha::kThreads; ++tid) {
+      const mha::CopySlot cs(tid);
+      for (int n = 0; n < passes; ++n)
+        for (int a = 0; a < 3; ++a) {
+          const int r = cs.row_of(n);
+          EXPECT_EQ(mha::tile_copy_offset(cs, n, a, atom_bytes),
+                    a * atom_bytes + swizzled(r, cs.chunk))
+              << rows << " rows, tid " << tid << " pass " << n << " atom " << a;
+          ++seen[(r * 3 + a) * 8 + cs.chunk];
+        }
+    }
+    for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i], 1) << rows << " rows, " << i;
+  }
+  // The backward's plans keep their atoms 1024-aligned and fit.
+  for (int bytes : {mha::DqSmemPlan<192>::kStage0, mha::DqSmemPlan<192>::kStageBytes,
+                    mha::DqSmemPlan<192>::kDo, mha::DkvSmemPlan<192>::kV,
+                    mha::DkvSmemPlan<192>::kStage0, mha::DkvSmemPlan<192>::kStageBytes,
+                    mha::DkvSmemPlan<128>::kStageBytes, mha::DqSmemPlan<128>::kStageBytes})
+    EXPECT_EQ(bytes % 1024, 0);
+}
+
 TEST(MhaPrefillTiling, AccumulatorLayoutCoversTheTile) {
   // Each (row, column) of a warpgroup's 64 x 128 accumulator is held by exactly one thread.
   std::vector<int> seen(mha::kRows * mha::kKeys);
@@ -94,6 +122,9 @@ struct Problem {
   std::string name;
 };
 
+// The forward and the backward's dq kernel: a CTA owns 128 rows and walks key tiles of
+// kKeyTile, a warpgroup's accumulator holding kKeyTile columns.
+template <int kKeyTile>
 void check_grid(const Problem& pb) {
   SCOPED_TRACE(pb.name);
   const int b = static_cast<int>(pb.cu_q.size()) - 1;
@@ -111,8 +142,8 @@ void check_grid(const Problem& pb) {
     std::vector<int> holders(rows);
     std::vector<uint8_t> seen(static_cast<size_t>(rows) * sq.s_k);
     for (int64_t bx = 0; bx < grid_x; ++bx) {
-      const mha::TilePlan tp = mha::plan_tile(sq, pb.causal, pb.group, static_cast<unsigned>(bx),
-                                              static_cast<unsigned>(grid_x));
+      const mha::TilePlan tp = mha::plan_tile<kKeyTile>(
+          sq, pb.causal, pb.group, static_cast<unsigned>(bx), static_cast<unsigned>(grid_x));
       if (tp.row0 >= tp.rows) continue;
       ASSERT_LE(tp.key_end, sq.s_k);
       for (int tid = 0; tid < mha::kThreads; ++tid)
@@ -122,10 +153,10 @@ void check_grid(const Problem& pb) {
           ++holders[r];
           const int limit = mha::key_limit(sq, pb.causal, pb.group, r);
           for (int it = 0; it < tp.n_tiles; ++it)
-            for (int j = 0; j < 16; ++j)
+            for (int j = 0; j < kKeyTile / 8; ++j)
               for (int e = 0; e < 2; ++e) {
-                const int key = it * mha::kKeys + mha::acc_column(j, tid % 4, e);
-                const bool masked = mha::tile_needs_mask(tp, it) && key >= limit;
+                const int key = it * kKeyTile + mha::acc_column(j, tid % 4, e);
+                const bool masked = mha::tile_needs_mask<kKeyTile>(tp, it) && key >= limit;
                 if (masked) continue;
                 ASSERT_LT(key, sq.s_k) << "row " << r << ": an unmasked key past the sequence "
                                           "(its shared-memory row is zero-filled, logit 0)";
@@ -145,13 +176,65 @@ void check_grid(const Problem& pb) {
   }
 }
 
+// The backward's dk / dv kernel: a CTA owns 128 keys (its accumulators' rows) and walks the
+// rows that may see them in steps of 32 (the accumulators' columns). Every (row, key) pair with
+// key < limit(row) must be accumulated exactly once, every other pair of a real row and a real
+// key never (pairs with a row or key outside the sequence add zeros into rows never stored).
+void check_key_grid(const Problem& pb) {
+  SCOPED_TRACE(pb.name + " (dk / dv)");
+  const int b = static_cast<int>(pb.cu_q.size()) - 1;
+  const int64_t total_q = pb.cu_q.back(), total_k = pb.cu_k.back();
+  int max_s_k = 0;
+  for (int s = 0; s < b; ++s) max_s_k = std::max(max_s_k, pb.cu_k[s + 1] - pb.cu_k[s]);
+  const int64_t grid_x = mha::grid_row_tiles(max_s_k);
+  for (int seq = 0; seq < b; ++seq) {
+    const mha::Sequence sq =
+        mha::sequence_bounds(pb.cu_q.data(), pb.cu_k.data(), seq, total_q, total_k);
+    const int rows = sq.s_q * pb.group;
+    std::vector<uint8_t> seen(static_cast<size_t>(rows) * sq.s_k);
+    std::vector<int> key_holders(sq.s_k);
+    for (int64_t bx = 0; bx < grid_x; ++bx) {
+      const mha::KeyTilePlan kp =
+          mha::plan_key_tile(sq, pb.causal, pb.group, static_cast<unsigned>(bx));
+      if (kp.key0 >= sq.s_k) continue;
+      ASSERT_EQ(kp.rows, rows);
+      for (int tid = 0; tid < mha::kThreads; ++tid)
+        for (int h = 0; h < 2; ++h) {
+          const int key = kp.key0 + mha::thread_row(tid, h);
+          if (key >= sq.s_k) continue;
+          if (tid % 4 == 0) ++key_holders[key];
+          for (int st = 0; st < kp.n_steps; ++st) {
+            const bool mask = mha::step_needs_mask(kp, sq, pb.causal, pb.group, st);
+            for (int j = 0; j < mha::kStepRows / 8; ++j)
+              for (int e = 0; e < 2; ++e) {
+                const int r = kp.row_begin + st * mha::kStepRows + mha::acc_column(j, tid % 4, e);
+                if (r >= rows) continue;
+                const int limit = mha::key_limit(sq, pb.causal, pb.group, r);
+                if (mask && key >= limit) continue;
+                ++seen[static_cast<size_t>(r) * sq.s_k + key];
+              }
+          }
+        }
+    }
+    for (int key = 0; key < sq.s_k; ++key)
+      ASSERT_EQ(key_holders[key], 1) << "key " << key << " of sequence " << seq;
+    for (int r = 0; r < rows; ++r) {
+      const int i = r / pb.group;
+      const int want = pb.causal ? std::clamp(i + sq.s_k - sq.s_q + 1, 0, sq.s_k) : sq.s_k;
+      for (int key = 0; key < sq.s_k; ++key)
+        ASSERT_EQ(seen[static_cast<size_t>(r) * sq.s_k + key], key < want ? 1 : 0)
+            << "row " << r << " (query " << i << ") key " << key << ", limit " << want;
+    }
+  }
+}
+
 std::vector<int32_t> offsets(const std::vector<int>& lens) {
   std::vector<int32_t> cu = {0};
   for (int l : lens) cu.push_back(cu.back() + l);
   return cu;
 }
 
-TEST(MhaPrefillTiling, GridCoversEveryRowAndExactlyTheKeysItSees) {
+TEST(MhaPrefillTiling, GridsCoverEveryRowAndExactlyTheKeysItSees) {
   std::vector<Problem> problems;
   // The MHA table's shapes (tests/cases.cpp), each causal and not.
   for (const MhaVarlenCase& c : mha_varlen_cases()) {
@@ -180,7 +263,11 @@ TEST(MhaPrefillTiling, GridCoversEveryRowAndExactlyTheKeysItSees) {
   problems.push_back({{0, 1}, {0, 1}, 1, true, "one row, one key"});
   problems.push_back({{0, 128, 256}, {0, 128, 384}, 1, true, "exact tiles"});
   problems.push_back({{0, 129}, {0, 1}, 1, true, "s_q > s_k by a tile"});
-  for (const Problem& pb : problems) check_grid(pb);
+  for (const Problem& pb : problems) {
+    check_grid<mha::kKeys>(pb);    // the forward
+    check_grid<mha::kDqKeys>(pb);  // the backward's dq kernel
+    check_key_grid(pb);            // the backward's dk / dv kernel
+  }
 }
 
 TEST(MhaPrefillTiling, SequenceBoundsStayInsideTheTensors) {

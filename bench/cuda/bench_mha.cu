@@ -113,6 +113,37 @@ std::pair<double, double> check(const Case& c, const Buf& q, const Buf& k, const
   return {worst_l2, worst_lse};
 }
 
+// The backward on the forward's results (FLASHMLA_MHA_BWD=1): median µs, or a negative value
+// when its gradients hold a NaN or infinity (the first 4096 elements of each are looked at;
+// the tests grade accuracy).
+double time_backward(const Case& c, const MhaVarlenFwdParams& f, int runs) {
+  const int64_t total_q = f.q.shape[0], total_k = f.k.shape[0];
+  const int64_t nq = total_q * c.h_q * c.d_qk, nk = total_k * c.h_kv * c.d_qk;
+  const int64_t nv = total_k * c.h_kv * kDimV, nd = total_q * c.h_q * kDimV;
+  Buf dout(nd * 2), dq(nq * 2), dk(nk * 2), dv(nv * 2);
+  fill(dout, nd, 4, 10.0f);
+  const Device gpu = cuda_device(0);
+  MhaVarlenBwdParams b;
+  b.dout = TensorView::contiguous(dout.p, DType::kBFloat16, gpu, {total_q, c.h_q, kDimV});
+  b.q = f.q, b.k = f.k, b.v = f.v, b.out = f.out, b.lse = f.lse;
+  b.cu_seqlens_q = f.cu_seqlens_q, b.cu_seqlens_k = f.cu_seqlens_k;
+  b.max_seqlen_q = f.max_seqlen_q, b.max_seqlen_k = f.max_seqlen_k;
+  b.causal = f.causal;
+  b.dq = TensorView::contiguous(dq.p, DType::kBFloat16, gpu, {total_q, c.h_q, c.d_qk});
+  b.dk = TensorView::contiguous(dk.p, DType::kBFloat16, gpu, {total_k, c.h_kv, c.d_qk});
+  b.dv = TensorView::contiguous(dv.p, DType::kBFloat16, gpu, {total_k, c.h_kv, kDimV});
+  mha_varlen_bwd(b);
+  FLASHMLA_CUDA_CHECK(cudaDeviceSynchronize());
+  for (const Buf* g : {&dq, &dk, &dv}) {
+    std::vector<uint16_t> h(4096);
+    FLASHMLA_CUDA_CHECK(cudaMemcpy(h.data(), g->p, h.size() * 2, cudaMemcpyDeviceToHost));
+    for (uint16_t x : h)
+      if (!std::isfinite(fp8::bf16_to_float(x))) return -1;
+  }
+  const std::vector<double> t = timed_calls(runs, [](int) {}, [&] { mha_varlen_bwd(b); });
+  return t[t.size() / 2];
+}
+
 // 0: ran and matched; 1: wrong or failed.
 int run_case(const Case& c, int runs, FILE* csv) {
   const int64_t total_q = int64_t{c.b} * c.s_q, total_k = int64_t{c.b} * c.s_k;
@@ -159,7 +190,18 @@ int run_case(const Case& c, int runs, FILE* csv) {
     if (csv)
       std::fprintf(csv, "gpu mha_varlen_fwd %s,%s,%.3f,%.4f,0,%.3g\n", c.name, shape, us,
                    tflops, l2);
-    return ok ? 0 : 1;
+    // The backward: 2.5x the forward's FLOPs by the usual count (five products; these kernels
+    // run seven, recomputing S and dP in both passes).
+    const double bwd_us = time_backward(c, p, runs);
+    const double bwd_tflops = 2.5 * tflops * us / bwd_us;
+    if (bwd_us < 0) std::printf("%-3s %-52s backward: NaN or inf in the gradients  WRONG\n",
+                                c.name, "");
+    else std::printf("%-3s %-52s %10.1f %8.1f %6.1f%%  (backward)\n", c.name, "", bwd_us,
+                     bwd_tflops, 100 * bwd_tflops / kCeilingTflops);
+    if (csv && bwd_us > 0)
+      std::fprintf(csv, "gpu mha_varlen_bwd %s,%s,%.3f,%.4f,0,0\n", c.name, shape, bwd_us,
+                   bwd_tflops);
+    return ok && bwd_us > 0 ? 0 : 1;
   } catch (const NotImplementedError& e) {
     std::printf("%-3s %-52s skipped: %s\n", c.name, shape, e.what());
     return 0;
@@ -191,7 +233,8 @@ int bench_mha(int argc, char** argv) {
     std::printf("bench_mha: skipped, no CUDA device\n");
     return 0;
   }
-  setenv("FLASHMLA_MHA_FWD", "1", 1);  // the opt-in kernel is what this benchmark times
+  setenv("FLASHMLA_MHA_FWD", "1", 1);  // the opt-in kernels are what this benchmark times
+  setenv("FLASHMLA_MHA_BWD", "1", 1);
   cudaDeviceProp prop{};
   FLASHMLA_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("GPU dense MHA prefill forward (bf16, d_v 128) on %s (%d SMs): CUDA events, median "

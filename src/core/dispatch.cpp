@@ -140,9 +140,14 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& params, Stream stream) {
   no_cuda_kernel("mha_varlen_fwd", params.q.device);
 }
 
-void mha_varlen_bwd(const MhaVarlenBwdParams& params, Stream) {
+void mha_varlen_bwd(const MhaVarlenBwdParams& params, Stream stream) {
   const MhaVarlenProblem pb = validate_mha_varlen_bwd(params);
   if (params.q.device.is_cpu()) return cpu::mha_varlen_bwd(params, pb);
+#if FLASHMLA_WITH_CUDA
+  // Written without a GPU at hand, like the forward: behind FLASHMLA_MHA_BWD=1 until run.
+  if (cuda::env_is("FLASHMLA_MHA_BWD", "1")) return cuda::mha_varlen_bwd(params, pb, stream);
+#endif
+  (void)stream;
   no_cuda_kernel("mha_varlen_bwd", params.q.device);
 }
 

@@ -29,7 +29,9 @@ void dense_decode(const DenseDecodeParams& p, const DenseDecodeProblem& pb, Stre
 void sparse_decode(const SparseDecodeParams& p, const SparseDecodeProblem& pb, Stream stream);
 void sparse_prefill(const SparsePrefillParams& p, const SparsePrefillProblem& pb, Stream stream);
 
-// Dense MHA prefill, forward (src/cuda/mha_prefill/). Opt-in until a GPU run checks it.
+// Dense MHA prefill, forward and backward (src/cuda/mha_prefill/). Opt-in until a GPU run
+// checks them.
 void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb, Stream stream);
+void mha_varlen_bwd(const MhaVarlenBwdParams& p, const MhaVarlenProblem& pb, Stream stream);
 
 }  // namespace flashmla::cuda

@@ -1,6 +1,6 @@
 // GPU dense MHA prefill, forward (SPEC.md §6) against the float64 reference, through the public
-// API, with the sm_90a kernel switched on (FLASHMLA_MHA_FWD=1: opt-in until this suite has run
-// it on a GPU).
+// API, with the sm_90a kernels switched on (FLASHMLA_MHA_FWD=1, FLASHMLA_MHA_BWD=1: opt-in
+// until this suite has run them on a GPU).
 //
 // Each case builds fresh random host inputs with the shared harness (NaN in every row of q, k
 // and v outside the sequences and in every stride gap), mirrors them on cuda:0 with the same
@@ -10,12 +10,15 @@
 //   - the rows after the last sequence written as on the CPU (out 0, lse +inf);
 //   - every output element written (outputs 0xFF-poisoned before each call), no stride-gap byte;
 //   - the inputs unchanged on the device; bitwise determinism over two runs.
-// Cases: the shared table (tests/cases.cpp, "Table") and GPU-sized ones below ("GpuShapes").
+// The backward suite checks dq, dk and dv likewise (tests/harness.h: check_mha_varlen_bwd).
+// Cases: the shared table (tests/cases.cpp, "Table") and GPU-sized ones below ("GpuShapes"; the
+// backward takes their quick rows, its float64 reference costing twice the forward's).
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "cases.h"
@@ -117,21 +120,79 @@ INSTANTIATE_TEST_SUITE_P(Table, MhaVarlenGpu,
 INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenGpu,
                          ::testing::ValuesIn(cases_for_tier(gpu_mha_cases())), CaseName());
 
+// ---- backward (FLASHMLA_MHA_BWD=1) ----
+// The forward's out and lse come from the CPU backend (what a training step would hand over);
+// dout, dlse (odd case ids), the inputs and the poisoned gradients are mirrored on the device.
+class MhaVarlenBwdGpu : public ::testing::TestWithParam<MhaVarlenCase> {};
+
+TEST_P(MhaVarlenBwdGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv kernel("FLASHMLA_MHA_BWD", "1");
+  const MhaVarlenCase& c = GetParam();
+  Rng rng(fresh_seed());
+  SCOPED_TRACE(c.describe() + (c.id % 2 ? " with dlse " : " ") + seed_note(rng.seed()));
+  const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
+  const MhaVarlenOutputs fwd = make_mha_varlen_outputs(c);
+  ASSERT_NO_THROW(run_mha_varlen_cpu(c, in, fwd));
+  const MhaVarlenGradInputs gin = make_mha_varlen_grad_inputs(c, in, rng);
+  const MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
+  DeviceMirror dev;
+  const MhaVarlenBwdParams p = mha_varlen_bwd_params(c, in, fwd, gin, grads, dev.view_fn());
+
+  auto run = [&](const MhaVarlenGrads& into) {
+    for (const HostTensor* g : {&grads.dq, &grads.dk, &grads.dv}) dev.poison(*g);
+    mha_varlen_bwd(p);
+    sync_device();
+    dev.download(grads.dq, into.dq);
+    dev.download(grads.dk, into.dk);
+    dev.download(grads.dv, into.dv);
+  };
+  ASSERT_NO_THROW(run(grads));
+  EXPECT_TRUE(check_mha_varlen_bwd(c, in, mha_varlen_bwd_reference(c, in, fwd, gin), grads));
+  EXPECT_TRUE(gaps_untouched("dq", grads.dq));
+  EXPECT_TRUE(gaps_untouched("dk", grads.dk));
+  EXPECT_TRUE(gaps_untouched("dv", grads.dv));
+
+  const MhaVarlenGrads again = make_mha_varlen_grads(c, in);
+  ASSERT_NO_THROW(run(again));
+  for (auto [a, b, what] : {std::tuple{&grads.dq, &again.dq, "dq"}, {&grads.dk, &again.dk, "dk"},
+                            {&grads.dv, &again.dv, "dv"}})
+    EXPECT_TRUE(bytes_equal(std::string(what) + ", second run", a->bytes(), b->bytes(),
+                            a->storage_bytes()));
+  EXPECT_TRUE(dev.inputs_unchanged({&grads.dq, &grads.dk, &grads.dv}));
+}
+
+INSTANTIATE_TEST_SUITE_P(Table, MhaVarlenBwdGpu,
+                         ::testing::ValuesIn(cases_for_tier(mha_varlen_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenBwdGpu,
+                         ::testing::ValuesIn(cases_for_tier(gpu_mha_cases(), Tier::kQuick)),
+                         CaseName());
+
 // Without the switch a CUDA call still raises NotImplementedError naming the operation.
 TEST(MhaVarlenGpuSwitch, OffByDefault) {
   if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
-  const ScopedEnv off("FLASHMLA_MHA_FWD", "0");
-  const MhaVarlenCase c{.h_q = 2, .h_kv = 1, .q_lens = {3}, .k_lens = {4}};
+  const ScopedEnv fwd_off("FLASHMLA_MHA_FWD", "0");
+  const ScopedEnv bwd_off("FLASHMLA_MHA_BWD", "0");
+  const MhaVarlenCase c{.h_q = 2, .h_kv = 1, .q_lens = {3}, .k_lens = {4}, .id = 1};
   Rng rng(fresh_seed());
   const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
   const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
+  const MhaVarlenGradInputs gin = make_mha_varlen_grad_inputs(c, in, rng);
+  const MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
   DeviceMirror dev;
-  try {
-    mha_varlen_fwd(mha_varlen_params(c, in, out, dev.view_fn()));
-    FAIL() << "expected NotImplementedError";
-  } catch (const NotImplementedError& e) {
-    EXPECT_NE(std::string(e.what()).find("mha_varlen_fwd"), std::string::npos) << e.what();
-  }
+  auto expect_not_implemented = [](const char* op, const auto& call) {
+    try {
+      call();
+      ADD_FAILURE() << op << ": expected NotImplementedError";
+    } catch (const NotImplementedError& e) {
+      EXPECT_NE(std::string(e.what()).find(op), std::string::npos) << e.what();
+    }
+  };
+  expect_not_implemented("mha_varlen_fwd",
+                         [&] { mha_varlen_fwd(mha_varlen_params(c, in, out, dev.view_fn())); });
+  expect_not_implemented("mha_varlen_bwd", [&] {
+    mha_varlen_bwd(mha_varlen_bwd_params(c, in, out, gin, grads, dev.view_fn()));
+  });
 }
 
 }  // namespace

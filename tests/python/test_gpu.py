@@ -148,7 +148,10 @@ def test_mha_varlen_gpu_or_not_implemented(monkeypatch, switch):
     assert_close("lse", lse, rl.T, 0, 8 / 65536)
 
 
-def test_mha_varlen_backward_gpu_or_not_implemented():
+@pytest.mark.parametrize("switch", ["1", "0"])
+def test_mha_varlen_backward_gpu_or_not_implemented(monkeypatch, switch):
+    # FLASHMLA_MHA_BWD=1: the opt-in sm_90a kernels (docs/api.md); otherwise NotImplementedError.
+    monkeypatch.setenv("FLASHMLA_MHA_BWD", switch)
     rng = np.random.default_rng(36)
     q, k, v, cu_q, cu_k = _varlen_case(rng, 128, 4, 2, [37, 5], [50, 3])
     out, lse = flash_mla.flash_attn_varlen_func(cpu(q), cpu(k), cpu(v), cpu(cu_q), cpu(cu_k), 37,
@@ -159,7 +162,9 @@ def test_mha_varlen_backward_gpu_or_not_implemented():
     try:
         got = bwd(*(cuda(x) for x in args), 37, 50, causal=True)
     except NotImplementedError as e:
+        assert switch == "0" or not flash_mla.built_with_cuda(), str(e)
         return no_kernel(e, "mha_varlen_bwd")
+    assert switch == "1"
     want = bwd(*(cpu(x) for x in args), 37, 50, causal=True)
     for name, g, w in zip(("dq", "dk", "dv"), got, want):
         w = to_np(w).astype(np.float64)

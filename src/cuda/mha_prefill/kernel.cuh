@@ -20,30 +20,10 @@
 #include "cuda/common/sm90_ptx.cuh"
 #include "cuda/common/wgmma_ops.cuh"
 #include "cuda/mha_prefill/config.h"
+#include "cuda/mha_prefill/copies.cuh"
 #include "cuda/mha_prefill/tiling.h"
 
 namespace flashmla::cuda::mha {
-
-// The CTA's 128 query rows, rows past the sequence zero-filled. Q's shared layout is per
-// warpgroup (rows 0-63, 64-127), each [atoms][64 rows x 128 B].
-template <int kDqk>
-__device__ __forceinline__ void load_q(const Params& p, const Sequence& sq, int row0, int kvh,
-                                       uint32_t q_addr, const CopySlot& cs) {
-  const auto* q = static_cast<const uint16_t*>(p.q);
-  const int rows = sq.s_q * p.group;
-#pragma unroll
-  for (int n = 0; n < kPasses; ++n) {
-    const int rr = row0 + cs.row_of(n);
-    const bool ok = rr < rows;
-    const int i = ok ? rr / p.group : 0;
-    const int head = kvh * p.group + (ok ? rr - i * p.group : 0);
-    const uint16_t* src = q + (sq.q0 + i) * p.q_stride_tok + head * p.q_stride_head + cs.chunk * 8;
-#pragma unroll
-    for (int a = 0; a < SmemPlan<kDqk>::kQAtoms; ++a)
-      sm90::cp_async_16(q_addr + q_copy_offset<kDqk>(cs, n, a), ok ? src + a * kAtomDims : q,
-                        ok ? 16 : 0);
-  }
-}
 
 // Where this thread's K and V copies of a key tile come from: rows cs.row + 32 n of the tile,
 // kept as pointers and moved by one tile at a time, so a copy costs a select and an offset
@@ -151,7 +131,8 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
     // cp.async groups: 0 = Q + tile 0, 1 = tile 1 (maybe empty), then one per iteration, so that
     // before iteration it the groups up to it + 1 are committed and waiting for all but the
     // newest leaves tile it complete.
-    load_q<kDqk>(p, sq, row0, kvh, base + Plan::kQ, cs);
+    load_rows128<kDqk>({static_cast<const uint16_t*>(p.q), p.q_stride_tok, p.q_stride_head},
+                       sq.q0, rows, row0, kvh, p.group, base + Plan::kQ, cs);
     KvCursor cur(p, sq, kvh, cs);
     load_kv<kDqk>(p, sq, cur, base + Plan::kStage0, cs);
     sm90::cp_async_commit();

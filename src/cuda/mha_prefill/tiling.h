@@ -48,17 +48,19 @@ FLASHMLA_MHA_HD int key_limit(const Sequence& s, bool causal, int group, int rr)
 }
 
 // A CTA's share: rows [row0, row0 + kRows) of its (sequence, kv head), row tile
-// grid_x - 1 - block_x when causal (the heaviest tiles launch first), block_x otherwise. Limits
-// grow with the row, so the tile's first row has the smallest (tiles of keys below it need no
-// mask) and its last the largest (tiles of keys from it on are skipped).
+// grid_x - 1 - block_x when causal (the heaviest tiles launch first), block_x otherwise, walked
+// in key tiles of kKeyTile (the forward: 128; the backward's dq kernel: 64). Limits grow with
+// the row, so the tile's first row has the smallest (key tiles below it need no mask) and its
+// last the largest (key tiles from it on are skipped).
 struct TilePlan {
   int rows;       // rows of the (sequence, kv head): s_q * group
   int row0;       // first row of the CTA; >= rows: nothing to do
   int key_end;    // keys [0, key_end) are read
   int mask_from;  // key tiles reaching past this key are masked
-  int n_tiles;    // key tiles of kKeys
+  int n_tiles;    // key tiles
 };
 
+template <int kKeyTile = kKeys>
 FLASHMLA_MHA_HD TilePlan plan_tile(const Sequence& s, bool causal, int group, unsigned block_x,
                                    unsigned grid_x) {
   TilePlan t;
@@ -69,13 +71,44 @@ FLASHMLA_MHA_HD TilePlan plan_tile(const Sequence& s, bool causal, int group, un
   const int last = (t.row0 + kRows < t.rows ? t.row0 + kRows : t.rows) - 1;
   t.key_end = key_limit(s, causal, group, last);
   t.mask_from = key_limit(s, causal, group, t.row0);
-  t.n_tiles = (t.key_end + kKeys - 1) / kKeys;
+  t.n_tiles = (t.key_end + kKeyTile - 1) / kKeyTile;
   return t;
 }
 
 // Whether key tile `tile` needs the per-element mask.
+template <int kKeyTile = kKeys>
 FLASHMLA_MHA_HD bool tile_needs_mask(const TilePlan& t, int tile) {
-  return tile * kKeys + kKeys > t.mask_from;
+  return tile * kKeyTile + kKeyTile > t.mask_from;
+}
+
+// The backward's dk / dv kernel turns it around: a CTA owns keys [key0, key0 + kKeys) of its
+// (sequence, kv head) and walks the rows that may see them in steps of kStepRows. A row sees key
+// key0 from token key0 - (s_k - s_q) on (causal), so earlier rows are skipped; a step needs the
+// mask when its first row (the smallest limit) does not see all of the CTA's keys. Rows past the
+// sequence and keys past s_k need no mask there: their Q, dO and K rows are zero-filled and
+// their lse is +inf, so they add exact zeros, or land in rows that are never stored.
+inline constexpr int kStepRows = 32;
+
+struct KeyTilePlan {
+  int key0;       // the CTA's first key; >= s_k: nothing to do
+  int rows;       // s_q * group
+  int row_begin;  // the first row that sees key0
+  int n_steps;    // steps of kStepRows from row_begin
+};
+
+FLASHMLA_MHA_HD KeyTilePlan plan_key_tile(const Sequence& s, bool causal, int group,
+                                          unsigned block_x) {
+  KeyTilePlan t;
+  t.key0 = static_cast<int>(block_x) * kKeys;
+  t.rows = s.s_q * group;
+  t.row_begin = causal ? clamp_to(t.key0 - (s.s_k - s.s_q), 0, s.s_q) * group : 0;
+  t.n_steps = t.key0 < s.s_k ? (t.rows - t.row_begin + kStepRows - 1) / kStepRows : 0;
+  return t;
+}
+
+FLASHMLA_MHA_HD bool step_needs_mask(const KeyTilePlan& t, const Sequence& s, bool causal,
+                                     int group, int step) {
+  return causal && key_limit(s, causal, group, t.row_begin + step * kStepRows) < t.key0 + kKeys;
 }
 
 // The two rows (h = 0, 1) of the CTA tile a thread holds in the wgmma accumulator layout:
@@ -108,6 +141,12 @@ struct CopySlot {
   FLASHMLA_MHA_HD int row_of(int n) const { return row + kRowsPerPass * n; }
 };
 
+// Offset of a slot's copy (pass n, atom a) in a tile kept as atom columns of `atom_bytes`
+// (atom_bytes / 128 rows each), rows t / 8 + 32 n: the backward's key tiles and row steps.
+FLASHMLA_MHA_HD uint32_t tile_copy_offset(const CopySlot& cs, int n, int a, int atom_bytes) {
+  return a * atom_bytes + kRowsPerPass * n * 128 + cs.offset;
+}
+
 // Shared-memory byte offsets (from the Q region / a stage) of a slot's copy of pass n, atom a.
 // Q row r lives in warpgroup r / 64's region at row r % 64, whose swizzle phase is r's.
 template <int kDqk>
@@ -119,12 +158,11 @@ FLASHMLA_MHA_HD uint32_t q_copy_offset(const CopySlot& cs, int n, int a) {
 }
 template <int kDqk>
 FLASHMLA_MHA_HD uint32_t k_copy_offset(const CopySlot& cs, int n, int a) {
-  return a * SmemPlan<kDqk>::kKeyAtomBytes + kRowsPerPass * n * 128 + cs.offset;
+  return tile_copy_offset(cs, n, a, SmemPlan<kDqk>::kKeyAtomBytes);
 }
 template <int kDqk>
 FLASHMLA_MHA_HD uint32_t v_copy_offset(const CopySlot& cs, int n, int a) {
-  return SmemPlan<kDqk>::kKBytes + a * SmemPlan<kDqk>::kKeyAtomBytes + kRowsPerPass * n * 128 +
-         cs.offset;
+  return SmemPlan<kDqk>::kKBytes + tile_copy_offset(cs, n, a, SmemPlan<kDqk>::kKeyAtomBytes);
 }
 
 // Grid x: the row tiles of the longest sequence (max_rows = max_seqlen_q * group), at least one
