@@ -706,16 +706,14 @@ TEST(NoCudaBuild, CudaTensorsRaiseNotImplemented) {
   const DenseDecodeOutputs out = make_dense_decode_outputs(c);
   DenseDecodeParams p =
       dense_decode_params(c, in, out, [](const HostTensor& t) { return on_cuda(t.view()); });
-  HostTensor meta(DType::kInt32, {64}), ws(DType::kUInt8, {64});
+  // A plan sized as the CPU sizes it, claimed for cuda:0: every argument is valid but the
+  // device, so the error must be the missing CUDA support, not an argument.
+  p.plan = dense_decode_plan_info(1, 1, 4, 1, 512, false, kCPU);
+  p.plan.device = cuda_device(0);
+  HostTensor meta(DType::kInt32, {p.plan.sched_meta_elems});
+  HostTensor ws(DType::kUInt8, {p.plan.workspace_bytes});
   p.sched_meta = on_cuda(meta.view());
   p.workspace = on_cuda(ws.view());
-  p.plan.b = 1;
-  p.plan.s_q = 1;
-  p.plan.h_q = 4;
-  p.plan.h_kv = 1;
-  p.plan.head_dim_v = 512;
-  p.plan.device = cuda_device(0);
-  p.plan.num_parts = 1;
   try {
     dense_decode(p);
     ADD_FAILURE() << "did not throw";
@@ -727,6 +725,27 @@ TEST(NoCudaBuild, CudaTensorsRaiseNotImplemented) {
     ADD_FAILURE() << "did not throw";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kNotImplemented) << e.what();
+  }
+}
+
+// The MHA prefill operations likewise, forward and backward.
+TEST(NoCudaBuild, MhaVarlenOnCudaTensorsRaisesNotImplemented) {
+  if (built_with_cuda()) GTEST_SKIP() << "this build has CUDA kernels";
+  const MhaVarlenCase c{.h_q = 2, .h_kv = 1, .q_lens = {3}, .k_lens = {4}};
+  Rng rng(fresh_seed());
+  const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
+  const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
+  const MhaVarlenGradInputs gin = make_mha_varlen_grad_inputs(c, in, rng);
+  const MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
+  const ViewFn cuda_view = [](const HostTensor& t) { return on_cuda(t.view()); };
+  for (int op = 0; op < 2; ++op) {
+    try {
+      if (op == 0) mha_varlen_fwd(mha_varlen_params(c, in, out, cuda_view));
+      else mha_varlen_bwd(mha_varlen_bwd_params(c, in, out, gin, grads, cuda_view));
+      ADD_FAILURE() << "did not throw";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kNotImplemented) << e.what();
+    }
   }
 }
 
