@@ -134,7 +134,9 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& params, Stream stream) {
 #if FLASHMLA_WITH_CUDA
   // The sm_90a kernel (src/cuda/mha_prefill/) was written without a GPU at hand: it stays
   // behind FLASHMLA_MHA_FWD=1 until the GPU suite has run it (docs/api.md, kernel switches).
-  if (cuda::env_is("FLASHMLA_MHA_FWD", "1")) return cuda::mha_varlen_fwd(params, pb, stream);
+  // (=2: the warp-specialised kernel.)
+  if (cuda::env_is("FLASHMLA_MHA_FWD", "1") || cuda::env_is("FLASHMLA_MHA_FWD", "2"))
+    return cuda::mha_varlen_fwd(params, pb, stream);
 #endif
   (void)stream;
   no_cuda_kernel("mha_varlen_fwd", params.q.device);

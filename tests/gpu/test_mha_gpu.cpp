@@ -1,6 +1,6 @@
 // GPU dense MHA prefill, forward (SPEC.md §6) against the float64 reference, through the public
-// API, with the sm_90a kernels switched on (FLASHMLA_MHA_FWD=1, FLASHMLA_MHA_BWD=1: opt-in
-// until this suite has run them on a GPU).
+// API, with the sm_90a kernels switched on (FLASHMLA_MHA_FWD=1 or 2 -- the first version and the
+// warp-specialised one --, FLASHMLA_MHA_BWD=1: opt-in until this suite has run them on a GPU).
 //
 // Each case builds fresh random host inputs with the shared harness (NaN in every row of q, k
 // and v outside the sequences and in every stride gap), mirrors them on cuda:0 with the same
@@ -79,14 +79,12 @@ const std::vector<MhaVarlenCase>& gpu_mha_cases() {
   return ::testing::AssertionSuccess();
 }
 
-class MhaVarlenGpu : public ::testing::TestWithParam<MhaVarlenCase> {};
-
-TEST_P(MhaVarlenGpu, MatchesFloat64ReferenceAndIsDeterministic) {
-  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
-  const ScopedEnv kernel("FLASHMLA_MHA_FWD", "1");
-  const MhaVarlenCase& c = GetParam();
+// One case with the forward kernel `kernel` (FLASHMLA_MHA_FWD: 1 the first version, 2 the
+// warp-specialised one).
+void check_fwd_case(const MhaVarlenCase& c, const char* kernel) {
+  const ScopedEnv fwd("FLASHMLA_MHA_FWD", kernel);
   Rng rng(fresh_seed());
-  SCOPED_TRACE(c.describe() + " " + seed_note(rng.seed()));
+  SCOPED_TRACE(c.describe() + " kernel " + kernel + " " + seed_note(rng.seed()));
   const MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
   const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
   DeviceMirror dev;
@@ -115,9 +113,28 @@ TEST_P(MhaVarlenGpu, MatchesFloat64ReferenceAndIsDeterministic) {
   EXPECT_TRUE(dev.inputs_unchanged({&out.out, &out.lse}));
 }
 
+class MhaVarlenGpu : public ::testing::TestWithParam<MhaVarlenCase> {};
+
+TEST_P(MhaVarlenGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  check_fwd_case(GetParam(), "1");
+}
+
+// The warp-specialised forward kernel (kernel_ws.cuh) on the same cases.
+class MhaVarlenWsGpu : public ::testing::TestWithParam<MhaVarlenCase> {};
+
+TEST_P(MhaVarlenWsGpu, MatchesFloat64ReferenceAndIsDeterministic) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  check_fwd_case(GetParam(), "2");
+}
+
 INSTANTIATE_TEST_SUITE_P(Table, MhaVarlenGpu,
                          ::testing::ValuesIn(cases_for_tier(mha_varlen_cases())), CaseName());
 INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenGpu,
+                         ::testing::ValuesIn(cases_for_tier(gpu_mha_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(Table, MhaVarlenWsGpu,
+                         ::testing::ValuesIn(cases_for_tier(mha_varlen_cases())), CaseName());
+INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenWsGpu,
                          ::testing::ValuesIn(cases_for_tier(gpu_mha_cases())), CaseName());
 
 // ---- backward (FLASHMLA_MHA_BWD=1) ----

@@ -73,6 +73,146 @@ __device__ __forceinline__ void load_kv(const Params& p, const Sequence& sq, KvC
   cur.first_key += kKeys;
 }
 
+// A thread's two rows of the CTA's tile (wgmma accumulator layout), their key limits and
+// where their results go.
+struct ThreadRows {
+  int limit[2], tok[2], head[2];
+  bool valid[2];
+  __device__ ThreadRows(const Params& p, const Sequence& sq, const TilePlan& tp, int kvh,
+                        int tid) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int rr = tp.row0 + thread_row(tid, h);
+      valid[h] = rr < tp.rows;
+      tok[h] = valid[h] ? rr / p.group : 0;
+      head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
+      limit[h] = valid[h] ? key_limit(sq, p.causal != 0, p.group, rr) : 0;
+    }
+  }
+};
+
+// S = Q K^T for a warpgroup's 64 rows and a stage's 128 keys (one commit group, not waited).
+template <typename T, int kDqk>
+__device__ __forceinline__ void issue_qk(float (&s)[64], uint64_t desc_q, uint32_t stage) {
+  using Plan = SmemPlan<kDqk>;
+  const uint64_t desc_k = sm90::make_smem_desc(stage, 16, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int a = 0; a < Plan::kQAtoms; ++a) {
+#pragma unroll
+    for (int kk = 0; kk < kAtomDims / 16; ++kk)
+      sm90::wgmma_m64n128k16_ss<T>(s, sm90::desc_advance(desc_q, a * Plan::kQAtomBytes + kk * 32),
+                                   sm90::desc_advance(desc_k, a * Plan::kKeyAtomBytes + kk * 32),
+                                   (a | kk) != 0);
+  }
+  sm90::wgmma_commit();
+}
+
+// O += P V with P in registers and the stage's V as the MN-major B (one commit group, not
+// waited).
+template <typename T, int kDqk>
+__device__ __forceinline__ void issue_pv(float (&o)[64], const uint32_t (&pb)[32],
+                                         uint32_t stage) {
+  using Plan = SmemPlan<kDqk>;
+  const uint64_t desc_v = sm90::make_smem_desc(stage + Plan::kKBytes, Plan::kKeyAtomBytes, 1024);
+  sm90::wgmma_fence();
+#pragma unroll
+  for (int kk = 0; kk < kKeys / 16; ++kk)
+    sm90::wgmma_m64n128k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128), 1);
+  sm90::wgmma_commit();
+}
+
+// One warpgroup's online softmax of a key tile's S (m64n128, raw products): -inf past each
+// row's limit, the running max m (exp2 domain) and this thread's share of the row sums l
+// updated, O rescaled, and P as the A fragments of P V (k16 chunk kk in pb[4 kk, 4 kk + 4)).
+template <typename T>
+__device__ __forceinline__ void online_softmax(float (&s)[64], const TilePlan& tp, int it,
+                                               const int (&limit)[2], int quad_col,
+                                               float scale_log2, float (&m)[2], float (&l)[2],
+                                               float (&o)[64], uint32_t (&pb)[32]) {
+  // -inf past each row's limit; the rows' maxima, of the raw products (the scale is
+  // positive, so it commutes with the max and is applied once per row, then folded into the
+  // exponent's FFMA).
+  const int key0 = it * kKeys;
+  if (tile_needs_mask(tp, it)) {  // uniform over the CTA
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (key0 + acc_column(j, quad_col, e) >= limit[h]) s[4 * j + 2 * h + e] = -INFINITY;
+      }
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+      mx[h] = fmaxf(mx[h], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
+  }
+  float alpha[2], m_use[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
+    mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
+    const float m_new = fmaxf(m[h], mx[h] * scale_log2);  // exp2 domain
+    m_use[h] = m_new == -INFINITY ? 0.0f : m_new;  // nothing seen yet: P = 0, no NaN
+    alpha[h] = fast_exp2(m[h] - m_use[h]);
+    m[h] = m_new;
+    l[h] *= alpha[h];
+  }
+  // P = 2^(s scale log2(e) - m); a masked s (-inf) gives 2^-inf = 0.
+#pragma unroll
+  for (int j = 0; j < 16; ++j) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], scale_log2, -m_use[h]));
+      const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], scale_log2, -m_use[h]));
+      l[h] += p0 + p1;
+      pb[2 * j + h] = pack2<T>(p0, p1);
+    }
+  }
+  if (!__all_sync(0xffffffff, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+      o[4 * j + 0] *= alpha[0];
+      o[4 * j + 1] *= alpha[0];
+      o[4 * j + 2] *= alpha[1];
+      o[4 * j + 3] *= alpha[1];
+    }
+  }
+}
+
+// The epilogue of a warpgroup's rows: row sums over the quad, out = O / l and
+// lse = ln(sum exp(logits)) (out 0 and lse +inf where nothing was seen).
+template <typename T>
+__device__ __forceinline__ void store_rows(const Params& p, const Sequence& sq,
+                                           const ThreadRows& r, int quad_col,
+                                           const float (&o)[64], const float (&m)[2],
+                                           float (&l)[2]) {
+  auto* out = static_cast<uint16_t*>(p.out);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
+    l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
+    if (!r.valid[h]) continue;
+    const bool seen = l[h] > 0.0f;
+    const float inv = seen ? fast_rcp(l[h]) : 0.0f;
+    const int64_t t = sq.q0 + r.tok[h];
+    uint16_t* row =
+        out + t * p.out_stride_tok + static_cast<int64_t>(r.head[h]) * p.out_stride_head;
+#pragma unroll
+    for (int j = 0; j < 16; ++j)
+      *reinterpret_cast<uint32_t*>(row + 8 * j + 2 * quad_col) =
+          pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
+    if (quad_col == 0)
+      p.lse[static_cast<int64_t>(r.head[h]) * p.lse_stride_head + t * p.lse_stride_tok] =
+          seen ? (m[h] + fast_log2(l[h])) * 0.69314718055994531f : INFINITY;
+  }
+}
+
 // Rows of q after the last sequence (cu_q[b], total_q) belong to none: out = 0, lse = +inf, as
 // on the CPU. The grid's extra z slice (blockIdx.z == b) writes them, kv head blockIdx.y's heads.
 template <typename T>
@@ -108,18 +248,8 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
   if (tp.row0 >= tp.rows) return;
   const int row0 = tp.row0, rows = tp.rows, n_tiles = tp.n_tiles;
 
-  // This thread's two rows of the tile (wgmma accumulator layout), their key limits and where
-  // their results go.
-  int limit[2], tok[2], head[2];
-  bool valid[2];
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const int rr = row0 + thread_row(tid, h);
-    valid[h] = rr < rows;
-    tok[h] = valid[h] ? rr / p.group : 0;
-    head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
-    limit[h] = valid[h] ? key_limit(sq, p.causal != 0, p.group, rr) : 0;
-  }
+
+  const ThreadRows r(p, sq, tp, kvh, tid);
 
   float o[64];
 #pragma unroll
@@ -148,84 +278,14 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
       __syncthreads();            // everyone's copies
 
       float s[64];
-      const uint64_t desc_k = sm90::make_smem_desc(stage, 16, 1024);
-      sm90::wgmma_fence();
-#pragma unroll
-      for (int a = 0; a < Plan::kQAtoms; ++a) {
-#pragma unroll
-        for (int kk = 0; kk < kAtomDims / 16; ++kk)
-          sm90::wgmma_m64n128k16_ss<T>(
-              s, sm90::desc_advance(desc_q, a * Plan::kQAtomBytes + kk * 32),
-              sm90::desc_advance(desc_k, a * Plan::kKeyAtomBytes + kk * 32), (a | kk) != 0);
-      }
-      sm90::wgmma_commit();
+      issue_qk<T, kDqk>(s, desc_q, stage);
       sm90::wgmma_wait<0>();
       sm90::fence_regs(s);
 
-      // -inf past each row's limit; the rows' maxima, of the raw products (the scale is
-      // positive, so it commutes with the max and is applied once per row, then folded into the
-      // exponent's FFMA).
-      const int key0 = it * kKeys;
-      if (tile_needs_mask(tp, it)) {  // uniform over the CTA
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-#pragma unroll
-            for (int e = 0; e < 2; ++e)
-              if (key0 + acc_column(j, quad_col, e) >= limit[h]) s[4 * j + 2 * h + e] = -INFINITY;
-          }
-        }
-      }
-      float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-          mx[h] = fmaxf(mx[h], fmaxf(s[4 * j + 2 * h], s[4 * j + 2 * h + 1]));
-      }
-      float alpha[2], m_use[2];
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 1));
-        mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffff, mx[h], 2));
-        const float m_new = fmaxf(m[h], mx[h] * p.scale_log2);  // exp2 domain
-        m_use[h] = m_new == -INFINITY ? 0.0f : m_new;  // nothing seen yet: P = 0, no NaN
-        alpha[h] = fast_exp2(m[h] - m_use[h]);
-        m[h] = m_new;
-        l[h] *= alpha[h];
-      }
-      // P = 2^(s scale log2(e) - m) as the A fragments of P V: k16 chunk kk is
-      // pb[4 kk, 4 kk + 4). A masked s (-inf) gives 2^-inf = 0.
       uint32_t pb[32];
-#pragma unroll
-      for (int j = 0; j < 16; ++j) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float p0 = fast_exp2(fmaf(s[4 * j + 2 * h], p.scale_log2, -m_use[h]));
-          const float p1 = fast_exp2(fmaf(s[4 * j + 2 * h + 1], p.scale_log2, -m_use[h]));
-          l[h] += p0 + p1;
-          pb[2 * j + h] = pack2<T>(p0, p1);
-        }
-      }
-      if (!__all_sync(0xffffffff, alpha[0] == 1.0f && alpha[1] == 1.0f)) {
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-          o[4 * j + 0] *= alpha[0];
-          o[4 * j + 1] *= alpha[0];
-          o[4 * j + 2] *= alpha[1];
-          o[4 * j + 3] *= alpha[1];
-        }
-      }
+      online_softmax<T>(s, tp, it, r.limit, quad_col, p.scale_log2, m, l, o, pb);
 
-      const uint64_t desc_v =
-          sm90::make_smem_desc(stage + Plan::kKBytes, Plan::kKeyAtomBytes, 1024);
-      sm90::wgmma_fence();
-#pragma unroll
-      for (int kk = 0; kk < kKeys / 16; ++kk)
-        sm90::wgmma_m64n128k16_rs_tb<T>(o, pb + 4 * kk, sm90::desc_advance(desc_v, kk * 16 * 128),
-                                        1);
-      sm90::wgmma_commit();
+      issue_pv<T, kDqk>(o, pb, stage);
       sm90::wgmma_wait<0>();
       sm90::fence_regs(o);
 
@@ -235,25 +295,7 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
     }
   }
 
-  // Epilogue: row sums over the quad, O / l, lse = ln(sum exp(logits)) (+inf: nothing seen).
-  auto* out = static_cast<uint16_t*>(p.out);
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    l[h] += __shfl_xor_sync(0xffffffff, l[h], 1);
-    l[h] += __shfl_xor_sync(0xffffffff, l[h], 2);
-    if (!valid[h]) continue;
-    const bool seen = l[h] > 0.0f;
-    const float inv = seen ? fast_rcp(l[h]) : 0.0f;
-    const int64_t t = sq.q0 + tok[h];
-    uint16_t* row = out + t * p.out_stride_tok + static_cast<int64_t>(head[h]) * p.out_stride_head;
-#pragma unroll
-    for (int j = 0; j < 16; ++j)
-      *reinterpret_cast<uint32_t*>(row + 8 * j + 2 * quad_col) =
-          pack2<T>(o[4 * j + 2 * h] * inv, o[4 * j + 2 * h + 1] * inv);
-    if (quad_col == 0)
-      p.lse[static_cast<int64_t>(head[h]) * p.lse_stride_head + t * p.lse_stride_tok] =
-          seen ? (m[h] + fast_log2(l[h])) * 0.69314718055994531f : INFINITY;
-  }
+  store_rows<T>(p, sq, r, quad_col, o, m, l);
 }
 
 }  // namespace flashmla::cuda::mha

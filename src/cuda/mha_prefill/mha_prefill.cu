@@ -1,6 +1,7 @@
 // CUDA backend entry point of dense MHA prefill, forward (SPEC.md §6): resolves
 // MhaVarlenFwdParams into the kernel's Params and launches it for bf16 / fp16 and d_qk 128 / 192
-// (kernel.cuh). Opt-in (FLASHMLA_MHA_FWD=1, dispatch.cpp) until a GPU run has checked it.
+// (kernel.cuh; with FLASHMLA_MHA_FWD=2 the warp-specialised kernel_ws.cuh). Opt-in
+// (FLASHMLA_MHA_FWD=1 or 2, dispatch.cpp) until a GPU run has checked them.
 #include <cuda_runtime.h>
 
 #include <climits>
@@ -10,13 +11,25 @@
 #include "cuda/common/device_guard.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/common/env_switch.h"
 #include "cuda/mha_prefill/kernel.cuh"
+#include "cuda/mha_prefill/kernel_ws.cuh"
 
 namespace flashmla::cuda {
 namespace {
 
+// ws: the warp-specialised kernel (kernel_ws.cuh), else the first version (kernel.cuh).
 template <typename T, int kDqk>
-void launch(const mha::Params& p, dim3 grid, cudaStream_t stream) {
+void launch(const mha::Params& p, dim3 grid, bool ws, cudaStream_t stream) {
+  if (ws) {
+    auto* kernel = &mha::mha_fwd_ws_kernel<T, kDqk>;
+    constexpr int kSmem = mha::WsSmemPlan<kDqk>::kLaunchBytes;
+    FLASHMLA_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    kernel<<<grid, mha::kWsThreads, kSmem, stream>>>(p);
+    FLASHMLA_CUDA_CHECK_LAUNCH("mha_fwd_ws_kernel");
+    return;
+  }
   auto* kernel = &mha::mha_fwd_kernel<T, kDqk>;
   constexpr int kSmem = mha::SmemPlan<kDqk>::kLaunchBytes;
   FLASHMLA_CUDA_CHECK(
@@ -78,12 +91,13 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb, Str
                   static_cast<unsigned>(pb.h_kv), static_cast<unsigned>(pb.b + 1));
   auto s = static_cast<cudaStream_t>(stream);
   const bool fp16 = pb.is_fp16;
+  const bool ws = env_is("FLASHMLA_MHA_FWD", "2");
   if (pb.d_qk == 192) {
-    if (fp16) launch<__half, 192>(k, grid, s);
-    else launch<__nv_bfloat16, 192>(k, grid, s);
+    if (fp16) launch<__half, 192>(k, grid, ws, s);
+    else launch<__nv_bfloat16, 192>(k, grid, ws, s);
   } else {
-    if (fp16) launch<__half, 128>(k, grid, s);
-    else launch<__nv_bfloat16, 128>(k, grid, s);
+    if (fp16) launch<__half, 128>(k, grid, ws, s);
+    else launch<__nv_bfloat16, 128>(k, grid, ws, s);
   }
 }
 
