@@ -121,6 +121,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) mha_fwd_ws_kernel(const __grid_
       const int s = it & 1;
       const uint32_t stage = base + Plan::kStage0 + s * Plan::kStageBytes;
       sm90::mbarrier_wait(full + 8 * s, (it >> 1) & 1);
+      sm90::fence_proxy_async();  // the producer fenced its copies too; this side costs nothing
 
       float sc[64];
       sm90::named_barrier_sync(bar_mine, kThreads);
