@@ -31,8 +31,11 @@ TEST(DescribeBackends, NamesEveryOperationOfEachBackend) {
   for (const char* op : {"dense_decode", "sparse_decode (V3.2, MODEL1)", "sparse_prefill",
                          "kv_quantize", "kv_dequantize"})
     EXPECT_NE(cuda.find(op), std::string::npos) << op << " missing from: " << cuda;
-  for (const char* op : {"mha_varlen_fwd", "mha_varlen_bwd"})
-    EXPECT_EQ(cuda.find(op), std::string::npos) << "no CUDA kernel yet: " << cuda;
+  for (const char* op : {"mha_varlen_fwd", "mha_varlen_bwd"}) {
+    EXPECT_EQ(cuda.find(op), std::string::npos) << "not a default CUDA kernel yet: " << cuda;
+    const std::string opt_in = line_starting(text, "  cuda, opt-in");
+    EXPECT_NE(opt_in.find(op), std::string::npos) << op << " missing from: " << opt_in;
+  }
 }
 
 }  // namespace

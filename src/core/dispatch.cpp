@@ -191,6 +191,8 @@ std::string describe_backends() {
 #if FLASHMLA_WITH_CUDA
   s += "  cuda (sm_90a kernels): dense_decode, sparse_decode (V3.2, MODEL1), sparse_prefill, "
        "kv_quantize, kv_dequantize\n";
+  s += "  cuda, opt-in (not yet run on a GPU): mha_varlen_fwd (FLASHMLA_MHA_FWD=1 or 2), "
+       "mha_varlen_bwd (FLASHMLA_MHA_BWD=1)\n";
   s += "  cuda devices: " + cuda::describe_devices() + "\n";
 #else
   s += "  cuda: not built (no nvcc at build time)\n";
