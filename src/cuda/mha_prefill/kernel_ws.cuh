@@ -44,6 +44,8 @@ template <int kDqk>
 __device__ void ws_produce(const Params& p, const Sequence& sq, const TilePlan& tp, int kvh,
                            uint32_t base, uint32_t full, uint32_t empty, int pt) {
   using Plan = SmemPlan<kDqk>;
+  static_assert(kPasses * kRowsPerPass * 128 == Plan::kKeyAtomBytes,
+                "load_keys' tile layout is the first version's K / V stage layout");
   const RowSource qs{static_cast<const uint16_t*>(p.q), p.q_stride_tok, p.q_stride_head};
   const RowSource ks{static_cast<const uint16_t*>(p.k), p.k_stride_tok, p.k_stride_head};
   const RowSource vs{static_cast<const uint16_t*>(p.v), p.v_stride_tok, p.v_stride_head};
