@@ -158,8 +158,12 @@ MhaVarlenBwdParams mha_varlen_bwd_params(const MhaVarlenCase& c, const MhaVarlen
 naive::MhaGrads mha_varlen_bwd_reference(const MhaVarlenCase& c, const MhaVarlenInputs& in,
                                          const MhaVarlenOutputs& fwd,
                                          const MhaVarlenGradInputs& gin);
-// Gradient tolerance (harness.cpp): relative to each tensor's largest reference magnitude.
-Tolerance grad_tolerance(DType dtype, double max_abs);
+// Gradient tolerance (harness.cpp): elementwise, noise_factor times the reference's per-element
+// noise (naive::MhaGrads) plus rtol times |ref| plus an absolute floor.
+struct GradTolerance {
+  double noise_factor, rtol, floor;
+};
+GradTolerance grad_tolerance(DType dtype);
 ::testing::AssertionResult check_mha_varlen_bwd(const MhaVarlenCase& c, const MhaVarlenInputs& in,
                                                 const naive::MhaGrads& ref,
                                                 const MhaVarlenGrads& grads);

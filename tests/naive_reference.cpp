@@ -304,6 +304,9 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
   g.dq.assign(total_q * h_q * d_qk, kNaN);
   g.dk.assign(total_k * h_kv * d_qk, kNaN);
   g.dv.assign(total_k * h_kv * d_v, kNaN);
+  g.dq_noise.assign(g.dq.size(), 0.0);
+  g.dk_noise.assign(g.dk.size(), 0.0);
+  g.dv_noise.assign(g.dv.size(), 0.0);
 
   for (int64_t r = 0; r < b; ++r) {
     const int64_t q0 = cu_q[r], sq = cu_q[r + 1] - cu_q[r];
@@ -358,25 +361,43 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         const int64_t t = q0 + row / group;
         const int h = kvh * group + static_cast<int>(row % group);
         double* dq = &g.dq[(t * h_q + h) * d_qk];
+        double* nq = &g.dq_noise[(t * h_q + h) * d_qk];
         std::fill(dq, dq + d_qk, 0.0);
         for (int64_t j = 0; j < sk; ++j) {
           double p;
           const double ds = ds_of(row, j, &p);
-          for (int c = 0; c < d_qk; ++c) dq[c] += scale * ds * keys[j * d_qk + c];
+          for (int c = 0; c < d_qk; ++c) {
+            const double term = scale * ds * keys[j * d_qk + c];
+            dq[c] += term;
+            nq[c] += term * term;
+          }
         }
+        for (int c = 0; c < d_qk; ++c) nq[c] = std::sqrt(nq[c]);
       }
 #pragma omp parallel for schedule(dynamic)
       for (int64_t j = 0; j < sk; ++j) {
         double* dk = &g.dk[((k0 + j) * h_kv + kvh) * d_qk];
         double* dv = &g.dv[((k0 + j) * h_kv + kvh) * d_v];
+        double* nk = &g.dk_noise[((k0 + j) * h_kv + kvh) * d_qk];
+        double* nv = &g.dv_noise[((k0 + j) * h_kv + kvh) * d_v];
         std::fill(dk, dk + d_qk, 0.0);
         std::fill(dv, dv + d_v, 0.0);
         for (int64_t row = 0; row < rows; ++row) {
           double p;
           const double ds = ds_of(row, j, &p);
-          for (int c = 0; c < d_qk; ++c) dk[c] += scale * ds * qs[row * d_qk + c];
-          for (int c = 0; c < d_v; ++c) dv[c] += p * dos[row * d_v + c];
+          for (int c = 0; c < d_qk; ++c) {
+            const double term = scale * ds * qs[row * d_qk + c];
+            dk[c] += term;
+            nk[c] += term * term;
+          }
+          for (int c = 0; c < d_v; ++c) {
+            const double term = p * dos[row * d_v + c];
+            dv[c] += term;
+            nv[c] += term * term;
+          }
         }
+        for (int c = 0; c < d_qk; ++c) nk[c] = std::sqrt(nk[c]);
+        for (int c = 0; c < d_v; ++c) nv[c] = std::sqrt(nv[c]);
       }
     }
   }

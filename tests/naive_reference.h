@@ -85,9 +85,12 @@ Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor&
 // dv [total_k, h_kv, d_v], from dout [total_q, h_q, d_v] and, optionally, dlse [h_q, total_q]
 // (null: zero). delta = dout . out uses the given `out` (what a backward kernel gets from the
 // forward), while P is recomputed in float64. Rows outside every sequence are NaN ("not
-// compared"); keys no query sees get 0.
+// compared"); keys no query sees get 0. The *_noise vectors hold, per element, the root sum of
+// squares of the terms summed into it (scale dS k for dq, ...): the scale of the error a kernel
+// that rounds P and dS to 16 bits before its products may make there (harness.cpp).
 struct MhaGrads {
   std::vector<double> dq, dk, dv;
+  std::vector<double> dq_noise, dk_noise, dv_noise;
 };
 MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                         const HostTensor& dout, const HostTensor& out, const HostTensor* dlse,
