@@ -17,24 +17,29 @@ struct RowSource {
   int64_t stride_tok, stride_head;
 };
 
-// Rows [row0, row0 + 128) of a (sequence, kv head) -- row rr is token rr / group, head
-// kv_head * group + rr % group -- into per-warpgroup regions ([kD / 64 atoms][64 rows x 128 B]
-// each, q_copy_offset's layout); rows >= rows zero-filled.
+// Where chunk `chunk` of row rr of a (sequence, kv head) starts -- row rr is token rr / group,
+// head kv_head * group + rr % group -- or null for rr >= rows (past the sequence).
+__device__ __forceinline__ const uint16_t* row_chunk(const RowSource& x, int64_t tok0, int rows,
+                                                     int rr, int kvh, int group, int chunk) {
+  if (rr >= rows) return nullptr;
+  const int i = rr / group;
+  return x.base + (tok0 + i) * x.stride_tok + (kvh * group + rr - i * group) * x.stride_head +
+         chunk * 8;
+}
+
+// Rows [row0, row0 + 128) of a (sequence, kv head) into per-warpgroup regions ([kD / 64 atoms]
+// [64 rows x 128 B] each, q_copy_offset's layout); rows >= rows zero-filled.
 template <int kD>
 __device__ __forceinline__ void load_rows128(const RowSource& x, int64_t tok0, int rows,
                                              int row0, int kvh, int group, uint32_t addr,
                                              const CopySlot& cs) {
 #pragma unroll
   for (int n = 0; n < kPasses; ++n) {
-    const int rr = row0 + cs.row_of(n);
-    const bool ok = rr < rows;
-    const int i = ok ? rr / group : 0;
-    const int head = kvh * group + (ok ? rr - i * group : 0);
-    const uint16_t* src = x.base + (tok0 + i) * x.stride_tok + head * x.stride_head + cs.chunk * 8;
+    const uint16_t* src = row_chunk(x, tok0, rows, row0 + cs.row_of(n), kvh, group, cs.chunk);
 #pragma unroll
     for (int a = 0; a < kD / kAtomDims; ++a)
-      sm90::cp_async_16(addr + q_copy_offset<kD>(cs, n, a), ok ? src + a * kAtomDims : x.base,
-                        ok ? 16 : 0);
+      sm90::cp_async_16(addr + q_copy_offset<kD>(cs, n, a), src ? src + a * kAtomDims : x.base,
+                        src ? 16 : 0);
   }
 }
 
@@ -43,15 +48,11 @@ template <int kD>
 __device__ __forceinline__ void load_rows32(const RowSource& x, int64_t tok0, int rows, int row0,
                                             int kvh, int group, uint32_t addr,
                                             const CopySlot& cs) {
-  const int rr = row0 + cs.row;
-  const bool ok = rr < rows;
-  const int i = ok ? rr / group : 0;
-  const int head = kvh * group + (ok ? rr - i * group : 0);
-  const uint16_t* src = x.base + (tok0 + i) * x.stride_tok + head * x.stride_head + cs.chunk * 8;
+  const uint16_t* src = row_chunk(x, tok0, rows, row0 + cs.row, kvh, group, cs.chunk);
 #pragma unroll
   for (int a = 0; a < kD / kAtomDims; ++a)
     sm90::cp_async_16(addr + tile_copy_offset(cs, 0, a, kRowsPerPass * 128),
-                      ok ? src + a * kAtomDims : x.base, ok ? 16 : 0);
+                      src ? src + a * kAtomDims : x.base, src ? 16 : 0);
 }
 
 // Keys (consecutive tokens tok0 + j of kv head kvh, valid for j < n_valid), kPassesN x 32 of

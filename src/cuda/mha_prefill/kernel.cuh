@@ -78,15 +78,15 @@ __device__ __forceinline__ void load_kv(const Params& p, const Sequence& sq, KvC
 struct ThreadRows {
   int limit[2], tok[2], head[2];
   bool valid[2];
-  __device__ ThreadRows(const Params& p, const Sequence& sq, const TilePlan& tp, int kvh,
+  __device__ ThreadRows(const Sequence& sq, const TilePlan& tp, int group, bool causal, int kvh,
                         int tid) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int rr = tp.row0 + thread_row(tid, h);
       valid[h] = rr < tp.rows;
-      tok[h] = valid[h] ? rr / p.group : 0;
-      head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
-      limit[h] = valid[h] ? key_limit(sq, p.causal != 0, p.group, rr) : 0;
+      tok[h] = valid[h] ? rr / group : 0;
+      head[h] = kvh * group + (valid[h] ? rr - tok[h] * group : 0);
+      limit[h] = valid[h] ? key_limit(sq, causal, group, rr) : 0;
     }
   }
 };
@@ -249,7 +249,7 @@ __global__ void __launch_bounds__(kThreads, 1) mha_fwd_kernel(const __grid_const
   const int row0 = tp.row0, rows = tp.rows, n_tiles = tp.n_tiles;
 
 
-  const ThreadRows r(p, sq, tp, kvh, tid);
+  const ThreadRows r(sq, tp, p.group, p.causal != 0, kvh, tid);
 
   float o[64];
 #pragma unroll

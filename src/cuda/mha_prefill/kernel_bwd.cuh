@@ -15,6 +15,7 @@
 #include "cuda/common/wgmma_ops.cuh"
 #include "cuda/mha_prefill/config_bwd.h"
 #include "cuda/mha_prefill/copies.cuh"
+#include "cuda/mha_prefill/kernel.cuh"
 #include "cuda/mha_prefill/tiling.h"
 
 namespace flashmla::cuda::mha {
@@ -91,25 +92,21 @@ __global__ void __launch_bounds__(kThreads, 1) mha_bwd_dq_kernel(const __grid_co
   const TilePlan tp = plan_tile<kDqKeys>(sq, p.causal != 0, p.group, blockIdx.x, gridDim.x);
   if (tp.row0 >= tp.rows) return;
 
-  // This thread's two rows: limits, lse and delta = dout . out - dlse (the quad's lanes take 32
-  // of the 128 dims each, straight from global memory).
-  int limit[2], tok[2], head[2];
-  bool valid[2];
+  // This thread's two rows, their lse and delta = dout . out - dlse (the quad's lanes take 32 of
+  // the 128 dims each, straight from global memory).
+  const ThreadRows r(sq, tp, p.group, p.causal != 0, kvh, tid);
   float lse2[2], delta[2];
   const auto* dout = static_cast<const uint16_t*>(p.dout);
   const auto* out = static_cast<const uint16_t*>(p.out);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int rr = tp.row0 + thread_row(tid, h);
-    valid[h] = rr < tp.rows;
-    tok[h] = valid[h] ? rr / p.group : 0;
-    head[h] = kvh * p.group + (valid[h] ? rr - tok[h] * p.group : 0);
-    limit[h] = valid[h] ? key_limit(sq, p.causal != 0, p.group, rr) : 0;
-    const int64_t t = sq.q0 + tok[h];
+    const int64_t t = sq.q0 + r.tok[h];
     float d = 0.0f;
-    if (valid[h]) {
-      const auto* dr = dout + t * p.dout_stride_tok + head[h] * p.dout_stride_head + 32 * quad_col;
-      const auto* orow = out + t * p.out_stride_tok + head[h] * p.out_stride_head + 32 * quad_col;
+    if (r.valid[h]) {
+      const auto* dr =
+          dout + t * p.dout_stride_tok + r.head[h] * p.dout_stride_head + 32 * quad_col;
+      const auto* orow =
+          out + t * p.out_stride_tok + r.head[h] * p.out_stride_head + 32 * quad_col;
 #pragma unroll
       for (int c = 0; c < 4; ++c)
         d += dot8<T>(*reinterpret_cast<const uint4*>(dr + 8 * c),
@@ -117,8 +114,8 @@ __global__ void __launch_bounds__(kThreads, 1) mha_bwd_dq_kernel(const __grid_co
     }
     d += __shfl_xor_sync(0xffffffff, d, 1);
     d += __shfl_xor_sync(0xffffffff, d, 2);
-    delta[h] = valid[h] ? d - row_dlse(p, t, head[h]) : 0.0f;
-    lse2[h] = valid[h] ? row_lse2(p, t, head[h]) : INFINITY;
+    delta[h] = r.valid[h] ? d - row_dlse(p, t, r.head[h]) : 0.0f;
+    lse2[h] = r.valid[h] ? row_lse2(p, t, r.head[h]) : INFINITY;
   }
 
   float acc[kDqk / 2];
@@ -193,7 +190,7 @@ __global__ void __launch_bounds__(kThreads, 1) mha_bwd_dq_kernel(const __grid_co
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float pr = fast_exp2(fmaf(s[4 * j + 2 * h + e], p.scale_log2, -lse2[h]));
-            if (mask && key0 + acc_column(j, quad_col, e) >= limit[h]) pr = 0.0f;
+            if (mask && key0 + acc_column(j, quad_col, e) >= r.limit[h]) pr = 0.0f;
             ds[e] = pr * (dp[4 * j + 2 * h + e] - delta[h]);
           }
           db[2 * j + h] = pack2<T>(ds[0], ds[1]);
@@ -219,9 +216,9 @@ __global__ void __launch_bounds__(kThreads, 1) mha_bwd_dq_kernel(const __grid_co
   auto* dq = static_cast<uint16_t*>(p.dq);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    if (!valid[h]) continue;
-    uint16_t* row = dq + (sq.q0 + tok[h]) * p.dq_stride_tok +
-                    static_cast<int64_t>(head[h]) * p.dq_stride_head;
+    if (!r.valid[h]) continue;
+    uint16_t* row = dq + (sq.q0 + r.tok[h]) * p.dq_stride_tok +
+                    static_cast<int64_t>(r.head[h]) * p.dq_stride_head;
 #pragma unroll
     for (int j = 0; j < kDqk / 8; ++j)
       *reinterpret_cast<uint32_t*>(row + 8 * j + 2 * quad_col) =

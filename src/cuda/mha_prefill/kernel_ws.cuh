@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kWsThreads, 1) mha_fwd_ws_kernel(const __grid_
   }
   sm90::setmaxnreg_inc<kWsConsumerRegs>();
 
-  const ThreadRows r(p, sq, tp, kvh, tid);
+  const ThreadRows r(sq, tp, p.group, p.causal != 0, kvh, tid);
   float o[64];
 #pragma unroll
   for (int i = 0; i < 64; ++i) o[i] = 0.0f;

@@ -4,13 +4,13 @@
 // (FLASHMLA_MHA_FWD=1 or 2, dispatch.cpp) until a GPU run has checked them.
 #include <cuda_runtime.h>
 
-#include <climits>
 #include <string>
 
 #include "cuda/common/cuda_check.h"
 #include "cuda/common/device_guard.h"
 #include "cuda/common/layout_checks.h"
 #include "cuda/cuda_backend.h"
+#include "cuda/mha_prefill/launch_common.h"
 #include "cuda/common/env_switch.h"
 #include "cuda/mha_prefill/kernel.cuh"
 #include "cuda/mha_prefill/kernel_ws.cuh"
@@ -49,42 +49,9 @@ void mha_varlen_fwd(const MhaVarlenFwdParams& p, const MhaVarlenProblem& pb, Str
   require_aligned("mha_varlen_fwd", p.out, "out", 4);
   if (pb.total_q == 0) return;  // nothing to write
 
-  const int group = pb.h_q / pb.h_kv;
-  const int64_t max_rows = int64_t{p.max_seqlen_q} * group;  // a sequence's rows, at most
-  if (max_rows > INT_MAX - mha::kRows || pb.total_q > INT_MAX || pb.total_k > INT_MAX)
-    throw NotImplementedError("flashmla::mha_varlen_fwd: the CUDA kernel indexes rows with 32 "
-                              "bits: needs max_seqlen_q * h_q / h_kv and the token counts below "
-                              "2^31");
-  if (pb.b + 1 > 65535 || pb.h_kv > 65535)
-    throw NotImplementedError("flashmla::mha_varlen_fwd: the CUDA kernel takes at most 65534 "
-                              "sequences and 65535 kv heads, got b = " + std::to_string(pb.b) +
-                              ", h_kv = " + std::to_string(pb.h_kv));
-
+  const int64_t max_rows = mha::checked_max_rows("mha_varlen_fwd", pb, p.max_seqlen_q);
   mha::Params k{};
-  k.q = p.q.data;
-  k.k = p.k.data;
-  k.v = p.v.data;
-  k.out = p.out.data;
-  k.lse = p.lse.ptr<float>();
-  k.cu_q = p.cu_seqlens_q.ptr<int32_t>();
-  k.cu_k = p.cu_seqlens_k.ptr<int32_t>();
-  k.q_stride_tok = p.q.stride[0];
-  k.q_stride_head = p.q.stride[1];
-  k.k_stride_tok = p.k.stride[0];
-  k.k_stride_head = p.k.stride[1];
-  k.v_stride_tok = p.v.stride[0];
-  k.v_stride_head = p.v.stride[1];
-  k.out_stride_tok = p.out.stride[0];
-  k.out_stride_head = p.out.stride[1];
-  k.lse_stride_head = p.lse.stride[0];
-  k.lse_stride_tok = p.lse.stride[1];
-  k.total_q = pb.total_q;
-  k.total_k = pb.total_k;
-  k.b = static_cast<int>(pb.b);
-  k.h_kv = pb.h_kv;
-  k.group = group;
-  k.scale_log2 = pb.scale * 1.4426950408889634f;
-  k.causal = p.causal ? 1 : 0;
+  mha::set_shared_params(k, p, pb);
   // cu_seqlens cannot be read here: max_seqlen_q bounds every sequence's rows (the caller's
   // contract, as in FlashMLA; the CPU backend checks it).
   const dim3 grid(static_cast<unsigned>(mha::grid_row_tiles(max_rows)),
