@@ -243,6 +243,24 @@ Attention sparse_prefill(const HostTensor& q, const HostTensor& kv, const HostTe
 
 // ---- dense MHA prefill --------------------------------------------------------------------------
 
+namespace {
+
+// Rows [k0, k0 + n) of kv head kvh of k [total_k, h_kv, d_qk] and v [.., d_v], row-major.
+void read_kv_rows(const HostTensor& k, const HostTensor& v, int64_t k0, int64_t n, int kvh,
+                  std::vector<double>& keys, std::vector<double>& values) {
+  const int d_qk = static_cast<int>(k.size(2)), d_v = static_cast<int>(v.size(2));
+  keys.resize(n * d_qk);
+  values.resize(n * d_v);
+  for (int64_t j = 0; j < n; ++j) {
+    const std::vector<double> kr = read_row(k, {k0 + j, kvh, 0}, d_qk);
+    const std::vector<double> vr = read_row(v, {k0 + j, kvh, 0}, d_v);
+    std::copy(kr.begin(), kr.end(), keys.begin() + j * d_qk);
+    std::copy(vr.begin(), vr.end(), values.begin() + j * d_v);
+  }
+}
+
+}  // namespace
+
 Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor& v,
                      const std::vector<int32_t>& cu_q, const std::vector<int32_t>& cu_k,
                      bool causal, double scale) {
@@ -264,13 +282,8 @@ Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor&
     const int64_t q0 = cu_q[r], sq = cu_q[r + 1] - cu_q[r];
     const int64_t k0 = cu_k[r], sk = cu_k[r + 1] - cu_k[r];
     for (int kvh = 0; kvh < h_kv; ++kvh) {
-      std::vector<double> keys(sk * d_qk), values(sk * d_v);
-      for (int64_t j = 0; j < sk; ++j) {
-        const std::vector<double> kr = read_row(k, {k0 + j, kvh, 0}, d_qk);
-        const std::vector<double> vr = read_row(v, {k0 + j, kvh, 0}, d_v);
-        std::copy(kr.begin(), kr.end(), keys.begin() + j * d_qk);
-        std::copy(vr.begin(), vr.end(), values.begin() + j * d_v);
-      }
+      std::vector<double> keys, values;
+      read_kv_rows(k, v, k0, sk, kvh, keys, values);
 #pragma omp parallel for collapse(2) schedule(dynamic)
       for (int64_t i = 0; i < sq; ++i) {
         for (int g = 0; g < group; ++g) {
@@ -314,13 +327,8 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
     auto limit = [&](int64_t i) { return causal ? std::clamp<int64_t>(i + sk - sq + 1, 0, sk) : sk; };
     for (int kvh = 0; kvh < h_kv; ++kvh) {
       const int64_t rows = sq * group;  // row i * group + gi: query i, head kvh * group + gi
-      std::vector<double> keys(sk * d_qk), values(sk * d_v), qs(rows * d_qk), dos(rows * d_v);
-      for (int64_t j = 0; j < sk; ++j) {
-        const std::vector<double> kr = read_row(k, {k0 + j, kvh, 0}, d_qk);
-        const std::vector<double> vr = read_row(v, {k0 + j, kvh, 0}, d_v);
-        std::copy(kr.begin(), kr.end(), keys.begin() + j * d_qk);
-        std::copy(vr.begin(), vr.end(), values.begin() + j * d_v);
-      }
+      std::vector<double> keys, values, qs(rows * d_qk), dos(rows * d_v);
+      read_kv_rows(k, v, k0, sk, kvh, keys, values);
       // Per row: its lse (recomputed) and delta = dout . out - dlse.
       std::vector<double> lse(rows), delta(rows);
 #pragma omp parallel for schedule(dynamic)
