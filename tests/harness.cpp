@@ -553,9 +553,11 @@ MhaVarlenInputs make_mha_varlen_inputs(const MhaVarlenCase& c, Rng& rng) {
     in.max_seqlen_k = std::max(in.max_seqlen_k, c.k_lens[r]);
   }
   const int64_t total_q = in.cu_q.back() + c.pad_rows, total_k = in.cu_k.back() + c.pad_rows;
+  // Pads of 8 elements keep rows 16-byte aligned, as the CUDA kernels' 16-byte copies need (a
+  // misaligned stride is refused with NotImplementedError: tests/gpu/test_mha_gpu.cpp).
   in.q = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, c.d_qk}, c.strided, {8, 16, 0}));
-  in.k = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, c.d_qk}, c.strided, {4, 8, 0}));
-  in.v = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, kMhaDimV}, c.strided, {2, 24, 0}));
+  in.k = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, c.d_qk}, c.strided, {8, 8, 0}));
+  in.v = poisoned(maybe_padded(c.dtype, {total_k, c.h_kv, kMhaDimV}, c.strided, {8, 24, 0}));
   // Pad rows stay NaN: only rows of some sequence get data.
   fill_rows(in.q, in.cu_q.back(), rng);
   fill_rows(in.k, in.cu_k.back(), rng);
@@ -569,7 +571,7 @@ MhaVarlenOutputs make_mha_varlen_outputs(const MhaVarlenCase& c) {
   int64_t total_q = c.pad_rows;
   for (int l : c.q_lens) total_q += l;
   MhaVarlenOutputs out;
-  out.out = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, kMhaDimV}, c.strided, {8, 4, 0}));
+  out.out = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, kMhaDimV}, c.strided, {8, 8, 0}));
   out.lse = c.lse_transposed
                 ? HostTensor(DType::kFloat32, {c.h_q, total_q}, {1, c.h_q})  // [total_q, h_q].T
                 : HostTensor(DType::kFloat32, {c.h_q, total_q});
@@ -635,7 +637,7 @@ MhaVarlenGradInputs make_mha_varlen_grad_inputs(const MhaVarlenCase& c, const Mh
                                                 Rng& rng) {
   MhaVarlenGradInputs g;
   const int64_t total_q = in.q.size(0);
-  g.dout = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, kMhaDimV}, c.strided, {4, 8, 0}));
+  g.dout = poisoned(maybe_padded(c.dtype, {total_q, c.h_q, kMhaDimV}, c.strided, {8, 8, 0}));
   fill_rows(g.dout, in.cu_q.back(), rng);
   if (c.id % 2 == 1) {
     g.dlse = c.lse_transposed ? HostTensor(DType::kFloat32, {c.h_q, total_q}, {1, c.h_q})
@@ -692,18 +694,20 @@ naive::MhaGrads mha_varlen_bwd_reference(const MhaVarlenCase& c, const MhaVarlen
 
 // A gradient element is a sum of many products with both signs (dq = scale sum_j dS_j k_j, ...),
 // so its error scales with its terms rather than with the element: a kernel that rounds P and dS
-// to 16 bits before its products (as a GPU kernel does, unit roundoff u = 2^-9 bf16 / 2^-12
-// fp16) makes an error of about u / sqrt(3) times the root sum of squares of the terms (the
-// reference's *_noise), 2^-7 (bf16) / 2^-9 (fp16) of it being ~7 of those standard deviations;
+// to 16 bits before its products (as a GPU kernel does, unit roundoff u = 2^-8 bf16 / 2^-11
+// fp16) makes an error of at most about u / sqrt(3) times the root sum of squares of the terms
+// (the reference's *_noise), 4u of it being 7 or more of those standard deviations (2^-7 for
+// bf16, 3.5 of them, let 7 of 2.7 million dv elements through on the H100, session 31);
 // plus the rounding of the 16-bit result (rtol = 2^-8 / 2^-10, as out's; fp16 gradients can be
 // subnormal, hence an absolute floor of its smallest step, 2^-24). Elementwise:
 //   |got - ref| <= noise_factor * noise + rtol * |ref| + floor,
-// then FlashMLA's cosine bound over the tensor, and exact zeros where the reference has them.
+// then FlashMLA's cosine bound over the tensor, and exact zeros where the reference has
+// structural ones (0 with noise 0).
 // The CPU backend, float32 throughout and rounding nothing before its products, sits far inside.
 GradTolerance grad_tolerance(DType dtype) {
   if (dtype == DType::kFloat16)
     return {std::ldexp(1.0, -9), std::ldexp(1.0, -10), std::ldexp(1.0, -24)};
-  return {std::ldexp(1.0, -7), std::ldexp(1.0, -8), 0.0};
+  return {std::ldexp(1.0, -6), std::ldexp(1.0, -8), 0.0};
 }
 
 namespace {
@@ -751,7 +755,7 @@ namespace {
     checks.add(cosine_close(what, got, want, out_max_cosine_diff(c.dtype)));
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < static_cast<int64_t>(all.size()); ++i) {
-      const bool must_be_zero = i >= n || want[i] == 0.0;
+      const bool must_be_zero = i >= n || (want[i] == 0.0 && scale[i] == 0.0);
       if (must_be_zero && all[i] != 0.0 && bad++ == 0) first = i;
     }
     if (bad)

@@ -330,7 +330,7 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
       std::vector<double> keys, values, qs(rows * d_qk), dos(rows * d_v);
       read_kv_rows(k, v, k0, sk, kvh, keys, values);
       // Per row: its lse (recomputed) and delta = dout . out - dlse.
-      std::vector<double> lse(rows), delta(rows);
+      std::vector<double> lse(rows), delta(rows), delta_abs(rows);
 #pragma omp parallel for schedule(dynamic)
       for (int64_t row = 0; row < rows; ++row) {
         const int64_t i = row / group, t = q0 + i;
@@ -351,17 +351,30 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         double sum = 0;
         for (double x : s) sum += std::exp(x - m);
         lse[row] = s.empty() ? kInf : m + std::log(sum);
-        double d = 0;
-        for (int c = 0; c < d_v; ++c) d += dv[c] * ov[c];
-        delta[row] = d - (dlse ? dlse->get({h, t}) : 0.0);
+        double d = 0, d_abs = 0;
+        for (int c = 0; c < d_v; ++c) {
+          d += dv[c] * ov[c];
+          d_abs += std::fabs(dv[c] * ov[c]);
+        }
+        const double dl = dlse ? dlse->get({h, t}) : 0.0;
+        delta[row] = d - dl;
+        delta_abs[row] = d_abs + std::fabs(dl);
       }
-      // dS of (row, key j), or 0 where the row does not see the key; also P.
-      auto ds_of = [&](int64_t row, int64_t j, double* p) {
+      // dS of (row, key j), or 0 where the row does not see the key; also P, and the error
+      // scale of dP - delta in float32: P 2^-9 (|dP| + |delta|) summed term by term. It matters
+      // where they cancel (a row seeing one key has out = v and dS = 0 in exact arithmetic).
+      auto ds_of = [&](int64_t row, int64_t j, double* p, double* cancel) {
+        *cancel = 0.0;
         if (j >= limit(row / group)) return *p = 0.0;
-        double s = 0, dp = 0;
+        double s = 0, dp = 0, dp_abs = 0;
         for (int c = 0; c < d_qk; ++c) s += qs[row * d_qk + c] * keys[j * d_qk + c];
-        for (int c = 0; c < d_v; ++c) dp += dos[row * d_v + c] * values[j * d_v + c];
+        for (int c = 0; c < d_v; ++c) {
+          const double x = dos[row * d_v + c] * values[j * d_v + c];
+          dp += x;
+          dp_abs += std::fabs(x);
+        }
         *p = std::exp(scale * s - lse[row]);
+        *cancel = *p * std::ldexp(dp_abs + delta_abs[row], -9);
         return *p * (dp - delta[row]);
       };
 #pragma omp parallel for schedule(dynamic)
@@ -372,12 +385,13 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         double* nq = &g.dq_noise[(t * h_q + h) * d_qk];
         std::fill(dq, dq + d_qk, 0.0);
         for (int64_t j = 0; j < sk; ++j) {
-          double p;
-          const double ds = ds_of(row, j, &p);
+          double p, cancel;
+          const double ds = ds_of(row, j, &p, &cancel);
           for (int c = 0; c < d_qk; ++c) {
             const double term = scale * ds * keys[j * d_qk + c];
+            const double err = scale * cancel * keys[j * d_qk + c];
             dq[c] += term;
-            nq[c] += term * term;
+            nq[c] += term * term + err * err;
           }
         }
         for (int c = 0; c < d_qk; ++c) nq[c] = std::sqrt(nq[c]);
@@ -391,12 +405,13 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         std::fill(dk, dk + d_qk, 0.0);
         std::fill(dv, dv + d_v, 0.0);
         for (int64_t row = 0; row < rows; ++row) {
-          double p;
-          const double ds = ds_of(row, j, &p);
+          double p, cancel;
+          const double ds = ds_of(row, j, &p, &cancel);
           for (int c = 0; c < d_qk; ++c) {
             const double term = scale * ds * qs[row * d_qk + c];
+            const double err = scale * cancel * qs[row * d_qk + c];
             dk[c] += term;
-            nk[c] += term * term;
+            nk[c] += term * term + err * err;
           }
           for (int c = 0; c < d_v; ++c) {
             const double term = p * dos[row * d_v + c];

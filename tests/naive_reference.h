@@ -87,7 +87,9 @@ Attention mha_varlen(const HostTensor& q, const HostTensor& k, const HostTensor&
 // forward), while P is recomputed in float64. Rows outside every sequence are NaN ("not
 // compared"); keys no query sees get 0. The *_noise vectors hold, per element, the root sum of
 // squares of the terms summed into it (scale dS k for dq, ...): the scale of the error a kernel
-// that rounds P and dS to 16 bits before its products may make there (harness.cpp).
+// that rounds P and dS to 16 bits before its products may make there (harness.cpp); dq's and
+// dk's also count the float32 error of dP - delta where the two cancel. A structural zero
+// (nothing attended, a key no query sees) has noise 0.
 struct MhaGrads {
   std::vector<double> dq, dk, dv;
   std::vector<double> dq_noise, dk_noise, dv_noise;

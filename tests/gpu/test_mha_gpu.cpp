@@ -185,6 +185,18 @@ INSTANTIATE_TEST_SUITE_P(GpuShapes, MhaVarlenBwdGpu,
                          ::testing::ValuesIn(cases_for_tier(gpu_mha_cases(), Tier::kQuick)),
                          CaseName());
 
+// `call` raises NotImplementedError whose message contains `op` and `text`.
+template <class Call>
+void expect_not_implemented(const char* op, const char* text, const Call& call) {
+  try {
+    call();
+    ADD_FAILURE() << op << ": expected NotImplementedError";
+  } catch (const NotImplementedError& e) {
+    EXPECT_NE(std::string(e.what()).find(op), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
 // Without the switch a CUDA call still raises NotImplementedError naming the operation.
 TEST(MhaVarlenGpuSwitch, OffByDefault) {
   if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
@@ -197,17 +209,33 @@ TEST(MhaVarlenGpuSwitch, OffByDefault) {
   const MhaVarlenGradInputs gin = make_mha_varlen_grad_inputs(c, in, rng);
   const MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
   DeviceMirror dev;
-  auto expect_not_implemented = [](const char* op, const auto& call) {
-    try {
-      call();
-      ADD_FAILURE() << op << ": expected NotImplementedError";
-    } catch (const NotImplementedError& e) {
-      EXPECT_NE(std::string(e.what()).find(op), std::string::npos) << e.what();
-    }
-  };
-  expect_not_implemented("mha_varlen_fwd",
+  expect_not_implemented("mha_varlen_fwd", "mha_varlen_fwd",
                          [&] { mha_varlen_fwd(mha_varlen_params(c, in, out, dev.view_fn())); });
-  expect_not_implemented("mha_varlen_bwd", [&] {
+  expect_not_implemented("mha_varlen_bwd", "mha_varlen_bwd", [&] {
+    mha_varlen_bwd(mha_varlen_bwd_params(c, in, out, gin, grads, dev.view_fn()));
+  });
+}
+
+// The kernels copy q, k, v (and, backward, out and dout) 16 bytes at a time: rows whose stride
+// is not a multiple of 16 bytes are refused with an error naming the tensor, not read askew.
+TEST(MhaVarlenGpuSwitch, MisalignedRowsRaiseNotImplemented) {
+  if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
+  const ScopedEnv fwd_on("FLASHMLA_MHA_FWD", "1");
+  const ScopedEnv bwd_on("FLASHMLA_MHA_BWD", "1");
+  const MhaVarlenCase c{.h_q = 4, .h_kv = 2, .q_lens = {3}, .k_lens = {4}, .id = 1};
+  Rng rng(fresh_seed());
+  MhaVarlenInputs in = make_mha_varlen_inputs(c, rng);
+  // [tokens, h_kv, d_qk] with strides [2 * (d_qk + 8) + 4, d_qk + 8, 1]: 8-byte aligned rows.
+  in.k = HostTensor::padded(c.dtype, {in.k.size(0), c.h_kv, c.d_qk}, {4, 8, 0});
+  in.k.poison();
+  const MhaVarlenOutputs out = make_mha_varlen_outputs(c);
+  const MhaVarlenGradInputs gin = make_mha_varlen_grad_inputs(c, in, rng);
+  const MhaVarlenGrads grads = make_mha_varlen_grads(c, in);
+  DeviceMirror dev;
+  const char* why = "needs k rows aligned to 16 bytes";
+  expect_not_implemented("mha_varlen_fwd", why,
+                         [&] { mha_varlen_fwd(mha_varlen_params(c, in, out, dev.view_fn())); });
+  expect_not_implemented("mha_varlen_bwd", why, [&] {
     mha_varlen_bwd(mha_varlen_bwd_params(c, in, out, gin, grads, dev.view_fn()));
   });
 }
