@@ -396,7 +396,7 @@ INSTANTIATE_TEST_SUITE_P(
 
 // A bad FLASHMLA_SPARSE_SPLIT is a clear error naming the variable, not a silent default. The
 // CUDA backend's launcher reads it, so this needs a device too.
-TEST(SparseSplitEnv, BadValueIsAClearError) {
+TEST(SparseSplitEnvGpu, BadValueIsAClearError) {
   if (const std::string why = why_no_gpu(); !why.empty()) GTEST_SKIP() << why;
   const SparseDecodeCase c = cases_for_tier(gpu_sparse_decode_cases(), Tier::kQuick).front();
   Rng rng(fresh_seed());
