@@ -377,6 +377,15 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         *cancel = *p * std::ldexp(dp_abs + delta_abs[row], -9);
         return *p * (dp - delta[row]);
       };
+      // sum += w x and noise += (w x)^2 + (e x)^2 over n elements (w: the term's weight, e: its
+      // error scale beyond the 16-bit rounding of w).
+      auto add_terms = [](double* sum, double* noise, double w, double e, const double* x, int n) {
+        for (int c = 0; c < n; ++c) {
+          const double term = w * x[c], err = e * x[c];
+          sum[c] += term;
+          noise[c] += term * term + err * err;
+        }
+      };
 #pragma omp parallel for schedule(dynamic)
       for (int64_t row = 0; row < rows; ++row) {
         const int64_t t = q0 + row / group;
@@ -387,12 +396,7 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         for (int64_t j = 0; j < sk; ++j) {
           double p, cancel;
           const double ds = ds_of(row, j, &p, &cancel);
-          for (int c = 0; c < d_qk; ++c) {
-            const double term = scale * ds * keys[j * d_qk + c];
-            const double err = scale * cancel * keys[j * d_qk + c];
-            dq[c] += term;
-            nq[c] += term * term + err * err;
-          }
+          add_terms(dq, nq, scale * ds, scale * cancel, &keys[j * d_qk], d_qk);
         }
         for (int c = 0; c < d_qk; ++c) nq[c] = std::sqrt(nq[c]);
       }
@@ -407,17 +411,8 @@ MhaGrads mha_varlen_bwd(const HostTensor& q, const HostTensor& k, const HostTens
         for (int64_t row = 0; row < rows; ++row) {
           double p, cancel;
           const double ds = ds_of(row, j, &p, &cancel);
-          for (int c = 0; c < d_qk; ++c) {
-            const double term = scale * ds * qs[row * d_qk + c];
-            const double err = scale * cancel * qs[row * d_qk + c];
-            dk[c] += term;
-            nk[c] += term * term + err * err;
-          }
-          for (int c = 0; c < d_v; ++c) {
-            const double term = p * dos[row * d_v + c];
-            dv[c] += term;
-            nv[c] += term * term;
-          }
+          add_terms(dk, nk, scale * ds, scale * cancel, &qs[row * d_qk], d_qk);
+          add_terms(dv, nv, p, 0.0, &dos[row * d_v], d_v);
         }
         for (int c = 0; c < d_qk; ++c) nk[c] = std::sqrt(nk[c]);
         for (int c = 0; c < d_v; ++c) nv[c] = std::sqrt(nv[c]);
