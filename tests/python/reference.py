@@ -150,12 +150,10 @@ def sparse_prefill(q, kv, indices, scale, d_v, attn_sink, topk_length):
     return out, mx, lse
 
 
-def mha_varlen(q, k, v, cu_q, cu_k, scale, causal):
-    q, k, v = f64(q), f64(k), f64(v)
-    total_q, h_q, _ = q.shape
-    h_kv = k.shape[1]
-    out = np.zeros((total_q, h_q, v.shape[2]))
-    lse = np.full((h_q, total_q), np.inf)
+def _varlen_logits(q, k, cu_q, cu_k, scale, causal):
+    """Per (sequence, query head): (q0, q1, k0, k1, h, kv head g, scaled logits), the keys a
+    causal row does not see (bottom-right aligned) at -inf. q, k: float64."""
+    h_q, h_kv = q.shape[1], k.shape[1]
     for r in range(len(cu_q) - 1):
         q0, q1, k0, k1 = int(cu_q[r]), int(cu_q[r + 1]), int(cu_k[r]), int(cu_k[r + 1])
         s_q, s_k = q1 - q0, k1 - k0
@@ -165,8 +163,17 @@ def mha_varlen(q, k, v, cu_q, cu_k, scale, causal):
             if causal:
                 for i in range(s_q):
                     logits[i, max(0, i + s_k - s_q + 1):] = -np.inf
-            o, l, _ = softmax_rows(logits, v[k0:k1, g])
-            out[q0:q1, h], lse[h, q0:q1] = o, l
+            yield q0, q1, k0, k1, h, g, logits
+
+
+def mha_varlen(q, k, v, cu_q, cu_k, scale, causal):
+    q, k, v = f64(q), f64(k), f64(v)
+    total_q, h_q, _ = q.shape
+    out = np.zeros((total_q, h_q, v.shape[2]))
+    lse = np.full((h_q, total_q), np.inf)
+    for q0, q1, k0, k1, h, g, logits in _varlen_logits(q, k, cu_q, cu_k, scale, causal):
+        o, l, _ = softmax_rows(logits, v[k0:k1, g])
+        out[q0:q1, h], lse[h, q0:q1] = o, l
     return out, lse
 
 
@@ -175,26 +182,17 @@ def mha_varlen_bwd(q, k, v, dout, out, dlse, cu_q, cu_k, scale, causal):
     [h_q, total_q] or None. delta = dout . out uses the given out (what a backward kernel gets);
     P is recomputed in float64."""
     q, k, v, dout, out = f64(q), f64(k), f64(v), f64(dout), f64(out)
-    h_q, h_kv = q.shape[1], k.shape[1]
     dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
-    for r in range(len(cu_q) - 1):
-        q0, q1, k0, k1 = int(cu_q[r]), int(cu_q[r + 1]), int(cu_k[r]), int(cu_k[r + 1])
-        s_q, s_k = q1 - q0, k1 - k0
-        for h in range(h_q):
-            g = h // (h_q // h_kv)
-            logits = scale * q[q0:q1, h] @ k[k0:k1, g].T
-            if causal:
-                for i in range(s_q):
-                    logits[i, max(0, i + s_k - s_q + 1):] = -np.inf
-            m = logits.max(axis=1, initial=-np.inf, keepdims=True)
-            p = np.where(np.isfinite(logits), np.exp(logits - np.where(np.isfinite(m), m, 0)), 0)
-            total = p.sum(axis=1, keepdims=True)
-            p = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
-            delta = (dout[q0:q1, h] * out[q0:q1, h]).sum(axis=1, keepdims=True)
-            if dlse is not None:
-                delta -= f64(dlse)[h, q0:q1, None]
-            ds = p * (dout[q0:q1, h] @ v[k0:k1, g].T - delta)
-            dq[q0:q1, h] = scale * ds @ k[k0:k1, g]
-            dk[k0:k1, g] += scale * ds.T @ q[q0:q1, h]
-            dv[k0:k1, g] += p.T @ dout[q0:q1, h]
+    for q0, q1, k0, k1, h, g, logits in _varlen_logits(q, k, cu_q, cu_k, scale, causal):
+        m = logits.max(axis=1, initial=-np.inf, keepdims=True)
+        p = np.where(np.isfinite(logits), np.exp(logits - np.where(np.isfinite(m), m, 0)), 0)
+        total = p.sum(axis=1, keepdims=True)
+        p = np.divide(p, total, out=np.zeros_like(p), where=total > 0)
+        delta = (dout[q0:q1, h] * out[q0:q1, h]).sum(axis=1, keepdims=True)
+        if dlse is not None:
+            delta -= f64(dlse)[h, q0:q1, None]
+        ds = p * (dout[q0:q1, h] @ v[k0:k1, g].T - delta)
+        dq[q0:q1, h] = scale * ds @ k[k0:k1, g]
+        dk[k0:k1, g] += scale * ds.T @ q[q0:q1, h]
+        dv[k0:k1, g] += p.T @ dout[q0:q1, h]
     return dq, dk, dv
